@@ -1,0 +1,127 @@
+"""The one generic LightningModule: task embedder -> backbone -> task head."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torchmetrics import MetricCollection
+
+from attnbench.task import Task
+
+
+class LitModel(pl.LightningModule):
+    def __init__(self, task: Task, backbone: torch.nn.Module, optim: dict[str, Any]):
+        super().__init__()
+        self.task = task  # a plain object: its modules are the embedder and head below
+        self.embedder = task.build_embedder(backbone.d_model)
+        self.backbone = backbone
+        self.head = task.build_head(backbone.d_model)
+        self.optim = optim
+        metrics = MetricCollection(task.metrics())
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        x, ctx = self.embedder(batch)  # (B, N, d)
+        return self.head(self.backbone(x, ctx), ctx)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self.task.loss(self(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=self.task.num_samples(batch))
+        return loss
+
+    def _evaluate(self, batch: Any, stage: str, metrics: MetricCollection) -> None:
+        logits = self(batch)
+        n = self.task.num_samples(batch)
+        self.log(f"{stage}/loss", self.task.loss(logits, batch), batch_size=n)
+        metrics.update(*self.task.metric_inputs(logits, batch))
+        self.log_dict(metrics, prog_bar=stage == "val", batch_size=n)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def configure_optimizers(self):
+        o = self.optim
+        opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
+        if o["scheduler"] == "none":
+            return opt
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(o["warmup_steps"], total // 2)
+
+        def factor(step: int) -> float:  # linear warm-up, then cosine decay to 0
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class TaskData(pl.LightningDataModule):
+    """Adapts a Task's dataloaders to Lightning."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.task = task
+
+    def setup(self, stage: str) -> None:
+        self.task.setup()
+
+    def train_dataloader(self):
+        return self.task.dataloader("train")
+
+    def val_dataloader(self):
+        return self.task.dataloader("val")
+
+    def test_dataloader(self):
+        return self.task.dataloader("test")
+
+
+class ReseedEachEpoch(Callback):
+    """Seed the global RNGs from (seed, epoch) at each epoch start, so dropout in a run
+    resumed from a checkpoint matches the uninterrupted run exactly."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl.seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+
+
+class RunStats(Callback):
+    """Training throughput and per-epoch time, with validation time taken out."""
+
+    def __init__(self):
+        self.samples, self.train_seconds, self.epoch_seconds = 0, 0.0, []
+        self._epoch_start = self._val_start = None
+        self._val_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_start, self._val_seconds = time.perf_counter(), 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.samples += pl_module.task.num_samples(batch)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._epoch_start is not None and not trainer.sanity_checking:
+            self._val_seconds += time.perf_counter() - self._val_start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        seconds = time.perf_counter() - self._epoch_start - self._val_seconds
+        self.epoch_seconds.append(seconds)
+        self.train_seconds += seconds
+
+    @property
+    def samples_per_second(self) -> float | None:
+        return self.samples / self.train_seconds if self.train_seconds > 0 else None

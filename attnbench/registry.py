@@ -1,0 +1,296 @@
+"""Plugin registry: one decorator registers a plugin; discovery is lazy.
+
+Sources, searched the first time a name is needed (never at ``import attnbench``):
+  * the entry-point group ``attnbench.plugins`` (attnbench's own built-in plugins are one
+    such entry point, so they are found exactly as a third party's are);
+  * directories listed in ``ATTNBENCH_PLUGIN_PATH`` (os.pathsep-separated), every ``*.py``.
+
+Importing this module must stay cheap: no torch, no plugin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import pkgutil
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ("attention", "posenc", "model", "task")
+ENTRY_POINT_GROUP = "attnbench.plugins"
+PATH_ENV = "ATTNBENCH_PLUGIN_PATH"
+
+
+class AttnbenchError(Exception):
+    """A user-facing error: the CLI prints its one-line message and exits with status 2."""
+
+
+class UnknownPluginError(AttnbenchError, LookupError):
+    pass
+
+
+class DuplicatePluginError(AttnbenchError):
+    pass
+
+
+class PluginParameterError(AttnbenchError, TypeError):
+    pass
+
+
+class ConfigError(AttnbenchError, ValueError):
+    """A parameter value a plugin cannot work with."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any  # inspect.Parameter.empty when the harness must supply it
+    annotation: Any = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+
+@dataclass
+class Plugin:
+    kind: str
+    name: str
+    cls: type
+    source: str  # "built-in", "entry point <dist>:<name>", "path <dir>" or "code <module>"
+
+    @property
+    def params(self) -> list[Param]:
+        """Constructor parameters, in order (``self`` and ``*args/**kwargs`` left out)."""
+        sig = inspect.signature(self.cls)
+        return [
+            Param(p.name, p.default, p.annotation)
+            for p in sig.parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The parameters a user may set: those with a default."""
+        return {p.name: p.default for p in self.params if not p.required}
+
+    @property
+    def doc(self) -> str:
+        return (inspect.getdoc(self.cls) or "").split("\n")[0]
+
+
+@dataclass
+class Broken:
+    module: str
+    source: str
+    error: str
+
+
+@dataclass
+class _State:
+    plugins: dict[str, dict[str, Plugin]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    duplicates: dict[tuple[str, str], DuplicatePluginError] = field(default_factory=dict)
+    broken: list[Broken] = field(default_factory=list)
+    discovered: bool = False
+    source: str | None = None  # the source being imported right now
+
+
+_state = _State()
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise UnknownPluginError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(KINDS)}")
+
+
+def register(kind: str, name: str):
+    """Class decorator: ``@attnbench.register("attention", "dot")``.
+
+    The class's constructor signature becomes its config node: every parameter with a
+    default is settable on the command line (``attention.window=8``).
+    """
+    _check_kind(kind)
+
+    def decorator(cls: type) -> type:
+        source = _state.source or f"code {cls.__module__}"
+        table = _state.plugins[kind]
+        if name in table:
+            err = DuplicatePluginError(
+                f"duplicate {kind} {name!r}: registered by {table[name].source} "
+                f"and again by {source}; rename one of them"
+            )
+            if _state.source is None:  # a direct call: fail right here
+                raise err
+            _state.duplicates[(kind, name)] = err
+            raise err
+        table[name] = Plugin(kind, name, cls, source)
+        cls.plugin_name = name
+        return cls
+
+    return decorator
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+@contextlib.contextmanager
+def _importing(source: str) -> Iterator[None]:
+    previous, _state.source = _state.source, source
+    try:
+        yield
+    finally:
+        _state.source = previous
+
+
+def _import_guarded(label: str, source: str, load) -> Any:
+    """Import one plugin module; a failure is recorded and warned about, never raised."""
+    try:
+        with _importing(source):
+            return load()
+    except Exception as e:  # a broken plugin must not take the others down
+        msg = f"{type(e).__name__}: {e}"
+        _state.broken.append(Broken(label, source, msg))
+        warnings.warn(f"attnbench: plugin {label} ({source}) failed to import: {msg}",
+                      stacklevel=2)
+        return None
+
+
+def _discover_entry_points() -> None:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        source = "built-in" if dist == "attnbench" else f"entry point {dist}:{ep.name}"
+        module = _import_guarded(ep.value, source, ep.load)
+        if module is None or not hasattr(module, "__path__"):
+            continue
+        # A package stands for all the plugin files inside it.
+        for info in pkgutil.walk_packages(module.__path__, module.__name__ + "."):
+            if not info.name.rsplit(".", 1)[-1].startswith("_"):
+                _import_guarded(info.name, source, lambda n=info.name: importlib.import_module(n))
+
+
+def _load_file(path: Path):
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    module_name = f"attnbench_path_plugins.{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def _discover_paths() -> None:
+    for entry in os.environ.get(PATH_ENV, "").split(os.pathsep):
+        if not entry:
+            continue
+        root = Path(entry).expanduser()
+        if not root.is_dir():
+            warnings.warn(f"attnbench: {PATH_ENV} entry {entry!r} is not a directory; skipped",
+                          stacklevel=2)
+            continue
+        for path in sorted(root.rglob("*.py")):
+            if not path.name.startswith(("_", ".")):
+                _import_guarded(str(path), f"path {root}", lambda p=path: _load_file(p))
+
+
+def discover(force: bool = False) -> None:
+    """Import every plugin module once. ``force=True`` forgets everything found so far."""
+    global _state
+    if force:
+        _state = _State()
+    if _state.discovered:
+        return
+    _state.discovered = True
+    _discover_entry_points()
+    _discover_paths()
+
+
+# ----------------------------------------------------------------------------- lookups
+
+
+def available(kind: str | None = None) -> dict[str, list[str]] | list[str]:
+    """Registered names: a sorted list for one kind, or ``{kind: [names]}`` for all."""
+    discover()
+    if kind is None:
+        return {k: sorted(_state.plugins[k]) for k in KINDS}
+    _check_kind(kind)
+    return sorted(_state.plugins[kind])
+
+
+def plugins(kind: str | None = None) -> list[Plugin]:
+    discover()
+    kinds = KINDS if kind is None else (kind,)
+    for k in kinds:
+        _check_kind(k)
+    return [p for k in kinds for _, p in sorted(_state.plugins[k].items())]
+
+
+def broken() -> list[Broken]:
+    discover()
+    return list(_state.broken)
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return f"{hint}available: {', '.join(choices) or '(none)'}"
+
+
+def get(kind: str, name: str) -> Plugin:
+    """The plugin registered as ``name`` for ``kind``, or a one-line error with suggestions."""
+    _check_kind(kind)
+    discover()
+    if (kind, name) in _state.duplicates:
+        raise _state.duplicates[(kind, name)]
+    table = _state.plugins[kind]
+    if name not in table:
+        broken_hint = "".join(
+            f" ({b.module} failed to import: {b.error})" for b in _state.broken
+            if Path(b.module).stem == name or b.module.rsplit(".", 1)[-1] == name
+        )
+        raise UnknownPluginError(
+            f"unknown {kind} {name!r}{broken_hint}; {suggest(name, sorted(table))}"
+        )
+    return table[name]
+
+
+def check_params(kind: str, name: str, params: dict[str, Any]) -> None:
+    """Reject parameters the plugin does not take, naming the allowed ones."""
+    plugin = get(kind, name)
+    allowed = sorted(plugin.options)
+    for key in params:
+        if key not in allowed:
+            raise PluginParameterError(
+                f"{kind} {name!r} has no parameter {key!r}; "
+                f"{suggest(key, allowed).replace('available', 'allowed')}"
+            )
+
+
+def build(kind: str, name: str, /, **params: Any) -> Any:
+    """Instantiate a registered plugin; unknown parameters fail with the allowed names."""
+    plugin = get(kind, name)
+    names = {p.name for p in plugin.params}
+    unknown = [k for k in params if k not in names]
+    if unknown:
+        allowed = sorted(names)
+        raise PluginParameterError(
+            f"{kind} {name!r} has no parameter {unknown[0]!r}; "
+            f"{suggest(unknown[0], allowed).replace('available', 'allowed')}"
+        )
+    missing = [p.name for p in plugin.params if p.required and p.name not in params]
+    if missing:
+        raise PluginParameterError(f"{kind} {name!r} needs {', '.join(missing)}")
+    return plugin.cls(**params)

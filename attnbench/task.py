@@ -1,0 +1,61 @@
+"""The task contract: a task owns its data, input embedder, head, loss and metrics.
+
+Importing this module stays cheap (no Lightning, no torchmetrics): ``attnbench list`` and
+``--help`` import every plugin and must not pull in the training stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+
+class Task:
+    """Base class of task plugins.
+
+    The harness calls :meth:`setup` once before building the model (so vocabularies and
+    class counts are known), then wraps :meth:`dataloader` in a LightningDataModule.
+    """
+
+    monitor = "val/acc"  # the metric a sweeper optimises by default
+    mode = "max"
+    gives_edges = False  # puts graph edges in ctx (attention=graph needs them)
+
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+
+    # -- data
+    def setup(self) -> None:
+        """Load or generate the data; called before the model is built. Idempotent."""
+        raise NotImplementedError
+
+    def dataloader(self, split: str) -> DataLoader:
+        """A DataLoader for split 'train', 'val' or 'test'."""
+        raise NotImplementedError
+
+    # -- model pieces
+    def build_embedder(self, d_model: int) -> nn.Module:
+        """A module: batch -> (x (B, N, d_model), Ctx)."""
+        raise NotImplementedError
+
+    def build_head(self, d_model: int) -> nn.Module:
+        """A module: (h (B, N, d_model), Ctx) -> logits."""
+        raise NotImplementedError
+
+    def loss(self, logits: Tensor, batch: Any) -> Tensor:
+        raise NotImplementedError
+
+    # -- metrics
+    def metrics(self) -> dict[str, Any]:
+        """Fresh torchmetrics metrics by short name ('acc', 'f1'); the harness prefixes."""
+        raise NotImplementedError
+
+    def metric_inputs(self, logits: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
+        """(preds, target) for the metrics' update()."""
+        raise NotImplementedError
+
+    def num_samples(self, batch: Any) -> int:
+        """How many examples a batch holds (for throughput)."""
+        raise NotImplementedError

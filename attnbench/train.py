@@ -1,0 +1,131 @@
+"""A training run: compose plugins from the config, fit/validate/test with Lightning,
+write ``summary.json``. Imported only when a run starts (it pulls in Lightning)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+from attnbench import registry
+from attnbench.config import plugin_params
+from attnbench.lit import LitModel, ReseedEachEpoch, RunStats, TaskData
+
+VERSIONED = ("attnbench", "torch", "pytorch-lightning", "hydra-core", "torchmetrics", "wandb")
+
+
+def selected(cfg: DictConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every plugin the config selects, checked against its signature (before training)."""
+    return {kind: plugin_params(kind, cfg[kind]) for kind in registry.KINDS}
+
+
+def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torch.nn.Module:
+    """Build the model, handing it the attention / posenc factories it asks for."""
+    model_name, model_params = plugins["model"]
+    wants = {p.name for p in registry.get("model", model_name).params}
+    extra: dict[str, Any] = {}
+    if "posenc" in wants:
+        name, params = plugins["posenc"]
+        extra["posenc"] = partial(registry.build, "posenc", name, **params)
+    if "attention" in wants:
+        name, params = plugins["attention"]
+        relative = "posenc" in wants and registry.get("posenc", plugins["posenc"][0]).cls.relative
+        registry.get("attention", name).cls.check_use(graph=task.gives_edges,
+                                                      relative_posenc=relative)
+        extra["attention"] = partial(registry.build, "attention", name, **params)
+    return registry.build("model", model_name, **model_params, **extra)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # a crash never leaves a half-written summary
+
+
+def _number(value: Any) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, validate and test one configuration; returns the summary."""
+    start = time.perf_counter()
+    plugins = selected(cfg)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    task_name, task_params = plugins["task"]
+    task = registry.build("task", task_name, data_dir=str(cfg.data_dir), **task_params)
+    task.setup()
+    model = LitModel(task, build_backbone(plugins, task), OmegaConf.to_container(cfg.optim))
+    metric_name = cfg.optimized_metric or task.monitor
+
+    stats = RunStats()
+    callbacks = [
+        RichProgressBar(),
+        ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0),
+        ReseedEachEpoch(cfg.seed),
+        stats,
+    ]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks,
+                                                  logger=loggers or False)
+    data = TaskData(task)
+    trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
+    metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
+    for result in trainer.test(model, datamodule=data, verbose=False):
+        metrics.update({k: _number(v) for k, v in result.items()})
+
+    summary = {
+        "metrics": dict(sorted(metrics.items())),
+        "optimized_metric": metric_name,
+        "plugins": {kind: {"name": name, **params} for kind, (name, params) in plugins.items()},
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_samples_per_s": stats.samples_per_second,
+        "train_seconds": stats.train_seconds,
+        "epoch_seconds": stats.epoch_seconds,
+        "wall_seconds": time.perf_counter() - start,
+        "peak_memory_mb": peak_memory_mb(model.device),
+        "device": str(model.device),
+        "seed": cfg.seed,
+        "overrides": list(HydraConfig.get().overrides.task),
+        "versions": versions(),
+    }
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
+
+
+def finish_wandb(failed: bool) -> None:
+    """Close any wandb run we started, so offline runs are complete and syncable."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)

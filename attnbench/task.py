@@ -6,6 +6,7 @@ Importing this module stays cheap (no Lightning, no torchmetrics): ``attnbench l
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -22,6 +23,8 @@ class Task:
     monitor = "val/acc"  # the metric a sweeper optimises by default
     mode = "max"
     gives_edges = False  # puts graph edges in ctx (attention=graph needs them)
+    # Splits without labels (e.g. GLUE's SST-2 test): predicted and saved, never scored.
+    unlabeled_splits: tuple[str, ...] = ()
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir
@@ -54,6 +57,10 @@ class Task:
 
     def metric_inputs(self, logits: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
         """(preds, target) for the metrics' update()."""
+        raise NotImplementedError
+
+    def save_predictions(self, split: str, outputs: list[Tensor], out_dir: Path) -> Path:
+        """Write the model's outputs (one tensor per batch) for an unlabeled split."""
         raise NotImplementedError
 
     def num_samples(self, batch: Any) -> int:

@@ -36,7 +36,10 @@ def selected(cfg: DictConfig) -> dict[str, tuple[str, dict[str, Any]]]:
 def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torch.nn.Module:
     """Build the model, handing it the attention / posenc factories it asks for."""
     model_name, model_params = plugins["model"]
-    wants = {p.name for p in registry.get("model", model_name).params}
+    model_plugin = registry.get("model", model_name)
+    if hasattr(model_plugin.cls, "check_task"):  # a backbone may refuse a task it can't serve
+        model_plugin.cls.check_task(task)
+    wants = {p.name for p in model_plugin.params}
     extra: dict[str, Any] = {}
     if "posenc" in wants:
         name, params = plugins["posenc"]
@@ -102,13 +105,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data = TaskData(task)
     trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
-    for result in trainer.test(model, datamodule=data, verbose=False):
-        metrics.update({k: _number(v) for k, v in result.items()})
+    if "test" not in task.unlabeled_splits:
+        for result in trainer.test(model, datamodule=data, verbose=False):
+            metrics.update({k: _number(v) for k, v in result.items()})
+    predictions = {}
+    for split in task.unlabeled_splits:
+        outputs = trainer.predict(model, dataloaders=task.dataloader(split))
+        predictions[split] = str(task.save_predictions(split, outputs, out_dir))
 
     summary = {
         "metrics": dict(sorted(metrics.items())),
         "optimized_metric": metric_name,
         "plugins": {kind: {"name": name, **params} for kind, (name, params) in plugins.items()},
+        "predictions": predictions,
         "params": sum(p.numel() for p in model.parameters()),
         "train_samples_per_s": stats.samples_per_second,
         "train_seconds": stats.train_seconds,

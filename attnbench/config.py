@@ -9,6 +9,7 @@ allowed parameters and the close matches instead of Hydra's bare "not in struct"
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import Any
 
 from attnbench import registry
@@ -94,3 +95,24 @@ def plugin_params(kind: str, node: Any) -> tuple[str, dict[str, Any]]:
 def signature_text(plugin: registry.Plugin) -> str:
     parts = [f"{k}={v!r}" for k, v in plugin.options.items()]
     return ", ".join(parts)
+
+
+def compose(overrides: list[str], output_dir: str | Path, config_name: str = "config"):
+    """Compose the config as the CLI would, with Hydra's runtime output dir set (for tests,
+    notebooks and benchmarks that call :func:`attnbench.train.run` in-process)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from attnbench.cli import register_resolvers
+
+    store_plugins()
+    register_resolvers()
+    with initialize_config_module(config_module="attnbench.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.name = "attnbench"
+    HydraConfig().set_config(cfg)
+    return cfg

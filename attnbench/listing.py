@@ -21,21 +21,33 @@ def main(argv: list[str]) -> None:
             f"unknown plugin kind {args.kind!r}; "
             f"{registry.suggest(args.kind, list(registry.KINDS))}")
 
-    from rich.console import Console
-    from rich.table import Table
-
     with warnings.catch_warnings():  # broken plugins are shown in the table instead
         warnings.simplefilter("ignore")
         found = registry.plugins(args.kind)
         broken = registry.broken()
-    table = Table(box=None, pad_edge=False)
-    for column in ("kind", "name", "parameters (name = default)", "source"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for p in found:
         if fnmatch.fnmatch(p.name, args.pattern):
             params = {k: v for k, v in plugin_node(p).items() if k != "_name_"}
             text = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "-"
-            table.add_row(p.kind, p.name, text, p.source)
-    for b in broken:
-        table.add_row("[red]broken[/]", b.module, f"[red]{b.error}[/]", b.source)
-    Console(soft_wrap=False).print(table)
+            rows.append((p.kind, p.name, text, p.source))
+    rows += [("broken", b.module, b.error, b.source) for b in broken]
+    _print(rows)
+
+
+def _print(rows: list[tuple[str, str, str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:  # piped: one plain line per plugin, easy to grep
+        for row in rows:
+            print("  ".join(row))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("kind", "name", "parameters (name = default)", "source"):
+        table.add_column(column, overflow="fold")
+    for kind, name, params, source in rows:
+        style = "red" if kind == "broken" else ""
+        table.add_row(kind, name, params, source, style=style)
+    console.print(table)

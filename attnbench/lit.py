@@ -52,20 +52,27 @@ class LitModel(pl.LightningModule):
         return self(batch)
 
     def configure_optimizers(self):
-        o = self.optim
-        opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
-        if o["scheduler"] == "none":
+        opt, sched = make_optimizer(self.parameters(), self.optim,
+                                    self.trainer.estimated_stepping_batches)
+        if sched is None:
             return opt
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warmup = min(o["warmup_steps"], total // 2)
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine decay to 0
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def make_optimizer(params, optim: dict[str, Any], total_steps: int):
+    """AdamW with linear warm-up then cosine decay to 0 (``optim.scheduler=none``: constant)."""
+    opt = torch.optim.AdamW(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    if optim["scheduler"] == "none":
+        return opt, None
+    total = max(1, int(total_steps))
+    warmup = min(optim["warmup_steps"], total // 2)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 class TaskData(pl.LightningDataModule):

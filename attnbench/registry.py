@@ -103,6 +103,7 @@ class _State:
     broken: list[Broken] = field(default_factory=list)
     discovered: bool = False
     source: str | None = None  # the source being imported right now
+    modules: list[str] = field(default_factory=list)  # imported by discovery
 
 
 _state = _State()
@@ -170,11 +171,14 @@ def _discover_entry_points() -> None:
         dist = ep.dist.name if ep.dist is not None else "?"
         source = "built-in" if dist == "attnbench" else f"entry point {dist}:{ep.name}"
         module = _import_guarded(ep.value, source, ep.load)
+        _state.modules.append(ep.value)
         if module is None or not hasattr(module, "__path__"):
             continue
         # A package stands for all the plugin files inside it.
+        _state.modules.append(module.__name__)
         for info in pkgutil.walk_packages(module.__path__, module.__name__ + "."):
             if not info.name.rsplit(".", 1)[-1].startswith("_"):
+                _state.modules.append(info.name)
                 _import_guarded(info.name, source, lambda n=info.name: importlib.import_module(n))
 
 
@@ -209,7 +213,9 @@ def _discover_paths() -> None:
 def discover(force: bool = False) -> None:
     """Import every plugin module once. ``force=True`` forgets everything found so far."""
     global _state
-    if force:
+    if force:  # forget, and re-import so every module registers again
+        for name in _state.modules:
+            sys.modules.pop(name, None)
         _state = _State()
     if _state.discovered:
         return

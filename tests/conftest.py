@@ -9,29 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from attnbench.config import compose  # noqa: F401  (re-exported for tests)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def compose(overrides: list[str], output_dir: Path):
-    """The composed config for ``overrides``, with Hydra's runtime pointing at output_dir."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from attnbench.cli import register_resolvers
-    from attnbench.config import store_plugins
-
-    store_plugins()
-    register_resolvers()
-    with initialize_config_module(config_module="attnbench.conf", version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.name = "test"
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 def fast_dev_run(overrides: list[str], output_dir: Path) -> dict:

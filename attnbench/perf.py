@@ -1,0 +1,107 @@
+"""Framework benchmarks (``attnbench bench startup|throughput``), run on demand.
+
+startup:    wall time of ``attnbench list`` and ``attnbench --help`` (target <= 3 s each).
+throughput: training samples/s through attnbench vs a hand-written PyTorch loop over the
+            same model and batches, measured in one process (target ratio >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def startup(repeats: int) -> dict[str, float]:
+    results = {}
+    for verb in (["list"], ["--help"]):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "attnbench", *verb], check=True,
+                           capture_output=True)
+            times.append(time.perf_counter() - t0)
+        results["attnbench " + " ".join(verb)] = statistics.median(times)
+    return results
+
+
+def _hand_written_loop(model, task, optim: dict, epochs: int, clip: float) -> float:
+    """The loop a researcher would write by hand: same model, batches, optimiser, schedule."""
+    import torch
+
+    from attnbench.lit import make_optimizer
+
+    opt, sched = make_optimizer(model.parameters(), optim,
+                                epochs * len(task.dataloader("train")))
+    model.train()
+    samples, seconds = 0, 0.0
+    for epoch in range(epochs):
+        loader = task.dataloader("train")
+        loader.batch_sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        for batch in loader:
+            loss = task.loss(model(batch), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            samples += task.num_samples(batch)
+        seconds += time.perf_counter() - t0
+    return samples / seconds
+
+
+def throughput(overrides: list[str], epochs: int) -> dict[str, float]:
+    import pytorch_lightning as pl
+    import torch
+    from omegaconf import OmegaConf
+
+    from attnbench import registry
+    from attnbench.config import compose
+    from attnbench.lit import LitModel
+    from attnbench.train import build_backbone, run, selected
+
+    out = Path(tempfile.mkdtemp(prefix="attnbench-throughput-"))
+    cfg = compose([*overrides, f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu"],
+                  out)
+
+    def hand_written() -> float:
+        pl.seed_everything(cfg.seed, verbose=False)  # same initial weights and batches
+        plugins = selected(cfg)
+        name, params = plugins["task"]
+        task = registry.build("task", name, data_dir=str(cfg.data_dir), **params)
+        task.setup()
+        model = LitModel(task, build_backbone(plugins, task), OmegaConf.to_container(cfg.optim))
+        return _hand_written_loop(model, task, OmegaConf.to_container(cfg.optim), epochs,
+                                  cfg.trainer.gradient_clip_val)
+
+    # The machine is shared and noisy: time the hand-written loop before and after the
+    # attnbench run and compare against the faster of the two (the conservative ratio).
+    before = hand_written()
+    ours = run(cfg)["train_samples_per_s"]
+    hand = max(before, hand_written())
+    return {"hand_written_samples_per_s": hand, "attnbench_samples_per_s": ours,
+            "ratio": ours / hand, "threads": torch.get_num_threads()}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="attnbench bench startup|throughput")
+    parser.add_argument("what", choices=["startup", "throughput"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="config overrides for throughput")
+    args = parser.parse_args(argv)
+    if args.what == "startup":
+        for label, seconds in startup(args.repeats).items():
+            print(f"{label:<22} {seconds:6.2f} s  (median of {args.repeats}; target <= 3 s)")
+        return
+    result = throughput(args.overrides or ["task=sentiment", "model=transformer"], args.epochs)
+    print(f"hand-written loop : {result['hand_written_samples_per_s']:9.1f} samples/s")
+    print(f"attnbench         : {result['attnbench_samples_per_s']:9.1f} samples/s")
+    print(f"ratio             : {result['ratio']:9.3f}  (target >= 0.9; "
+          f"{result['threads']} torch threads)")

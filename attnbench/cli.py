@@ -51,31 +51,28 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("attnbench.wandb_offline", _wandb_offline)
 
 
+def train_task(cfg) -> float | None:
+    """The Hydra task function: one run; returns ``optimized_metric`` for sweepers."""
+    from attnbench.train import run
+
+    try:
+        summary = run(cfg)
+    except registry.AttnbenchError as e:
+        _fail(str(e))
+    return summary["metrics"].get(summary["optimized_metric"])
+
+
 def _hydra_main(argv: list[str]) -> None:
     import hydra
-    from omegaconf import DictConfig
 
     from attnbench.config import store_plugins
 
     store_plugins()
     register_resolvers()
 
-    @hydra.main(version_base="1.3", config_path="pkg://attnbench.conf", config_name="config")
-    def train(cfg: DictConfig) -> float | None:
-        from attnbench.train import finish_wandb, run
-
-        failed = True
-        try:
-            summary = run(cfg)
-            failed = False
-        except registry.AttnbenchError as e:
-            _fail(str(e))
-        finally:
-            finish_wandb(failed)
-        return summary["metrics"].get(summary["optimized_metric"])
-
     sys.argv = [sys.argv[0], *argv]
-    train()
+    hydra.main(version_base="1.3", config_path="pkg://attnbench.conf",
+               config_name="config")(train_task)()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.listing import main as list_main
 
             return list_main(argv)
+        if verb == "bench" and argv[:1] in (["startup"], ["throughput"]):
+            from attnbench.perf import main as perf_main
+
+            return perf_main(argv)
         if verb == "bench":
             from attnbench.bench import main as bench_main
 

@@ -95,15 +95,16 @@ class TaskData(pl.LightningDataModule):
         return self.task.dataloader("test")
 
 
-class ReseedEachEpoch(Callback):
-    """Seed the global RNGs from (seed, epoch) at each epoch start, so dropout in a run
-    resumed from a checkpoint matches the uninterrupted run exactly."""
+class ReseedEachStep(Callback):
+    """Make each step's randomness (dropout) a pure function of (seed, step), so a run
+    resumed from a checkpoint matches the uninterrupted run exactly, whatever RNG draws
+    Lightning or the data loader make in between."""
 
     def __init__(self, seed: int):
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl.seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
+        torch.manual_seed(self.seed * 1_000_003 + trainer.global_step)
 
 
 class RunStats(Callback):

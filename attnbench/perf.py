@@ -41,7 +41,7 @@ def _hand_written_loop(model, task, optim: dict, epochs: int, clip: float) -> fl
     samples, seconds = 0, 0.0
     for epoch in range(epochs):
         loader = task.dataloader("train")
-        loader.batch_sampler.set_epoch(epoch)
+        loader.batch_sampler.sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         for batch in loader:
             loss = task.loss(model(batch), batch)

@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from attnbench import registry
 from attnbench.config import plugin_params
-from attnbench.lit import LitModel, ReseedEachEpoch, RunStats, TaskData
+from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
 
 VERSIONED = ("attnbench", "torch", "pytorch-lightning", "hydra-core", "torchmetrics", "wandb")
 
@@ -80,7 +80,17 @@ def _number(value: Any) -> float:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, validate and test one configuration; returns the summary."""
+    """Fit, validate and test one configuration; returns the summary (also on disk)."""
+    failed = True
+    try:
+        summary = _run(cfg)
+        failed = False
+        return summary
+    finally:
+        finish_wandb(failed)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     plugins = selected(cfg)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -96,8 +106,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [
         RichProgressBar(),
         ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0),
-        ReseedEachEpoch(cfg.seed),
+        ReseedEachStep(cfg.seed),
         stats,
+        *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
     ]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks,

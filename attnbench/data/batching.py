@@ -39,31 +39,47 @@ def collate_padded(items: list[tuple[Tensor, Tensor]], pad: int = 0) -> dict[str
     return {"tokens": tokens, "label": label}
 
 
+class EpochShuffle(Sampler[int]):
+    """A random permutation that is a pure function of (seed, epoch). Lightning calls
+    ``set_epoch`` on a loader's ``sampler`` / ``batch_sampler.sampler`` every epoch."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        yield from torch.randperm(self.n, generator=self.generator()).tolist()
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of similar length: shuffle, sort within pools of ``pool`` batches, shuffle
     batch order. Cuts padding; ``shuffle=False`` keeps data order (for val/test)."""
 
     def __init__(self, lengths: Tensor, batch_size: int, shuffle: bool, seed: int = 0,
                  pool: int = 50):
-        self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
-        self.seed, self.pool, self.epoch = seed, pool, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.lengths, self.batch_size, self.pool = lengths, batch_size, pool
+        self.sampler = EpochShuffle(len(lengths), seed) if shuffle else None
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        if not self.shuffle:
+        if self.sampler is None:
             order = torch.arange(len(self.lengths))
             yield from (b.tolist() for b in order.split(self.batch_size))
             return
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g)
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
         batches = []
         for chunk in order.split(self.batch_size * self.pool):
             chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
             batches.extend(chunk.split(self.batch_size))
-        for i in torch.randperm(len(batches), generator=g).tolist():
+        for i in torch.randperm(len(batches), generator=self.sampler.generator()).tolist():
             yield batches[i].tolist()

@@ -1,0 +1,130 @@
+"""End-to-end runs through the real harness: resume, determinism, loggers, sweeps."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import cli, compose, fast_dev_run
+from pytorch_lightning.callbacks import Callback
+
+from attnbench.cli import train_task
+from attnbench.train import run
+
+SMALL = ["model.d_model=32", "model.heads=2", "model.layers=1", "task.batch_size=32",
+         "trainer.accelerator=cpu", "trainer.limit_train_batches=6",
+         "trainer.limit_val_batches=3", "trainer.limit_test_batches=3", "optim.warmup_steps=2"]
+
+
+class StopAfterFirstEpoch(Callback):
+    """Simulates an interrupted run: stop cleanly after epoch 0 (last.ckpt is written)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def _metrics(summary):
+    return {k: v for k, v in summary["metrics"].items() if k.startswith(("val/", "test/"))}
+
+
+def test_same_seed_same_metrics_and_resume_matches(tmp_path):
+    full = run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3"],
+                       tmp_path / "full"))
+    again = run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3"],
+                        tmp_path / "again"))
+    assert _metrics(full) == _metrics(again)  # same seed, same metrics on CPU
+
+    stop = f"+callbacks.stop._target_={__name__}.StopAfterFirstEpoch"
+    run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3", stop],
+                tmp_path / "part1"))
+    ckpt = tmp_path / "part1" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    resumed = run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3",
+                           f"ckpt_path={ckpt}"], tmp_path / "part2"))
+    assert _metrics(resumed) == pytest.approx(_metrics(full), abs=1e-6)
+    assert _metrics(full) != _metrics(run(compose(
+        [*SMALL, "trainer.max_epochs=2", "logger=none", "seed=4"], tmp_path / "other")))
+
+
+def test_summary_contents(tmp_path):
+    summary = run(compose([*SMALL, "trainer.max_epochs=1", "seed=5"], tmp_path))
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in ("val/acc", "val/f1", "test/acc", "test/f1"):
+        assert 0.0 <= summary["metrics"][key] <= 1.0
+    assert summary["params"] > 1000 and summary["seed"] == 5
+    assert summary["train_samples_per_s"] > 0 and summary["wall_seconds"] > 0
+    assert summary["peak_memory_mb"] > 0
+    assert "seed=5" in summary["overrides"] or summary["overrides"] == []
+    assert {"torch", "pytorch-lightning", "hydra-core", "attnbench"} <= set(summary["versions"])
+    assert summary["plugins"]["attention"]["name"] == "dot"
+    assert (tmp_path / "csv" / "metrics.csv").read_text().startswith(("epoch", "step", "test",
+                                                                      "train", "val"))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_train_task_returns_the_optimized_metric(tmp_path):
+    cfg = compose([*SMALL, "trainer.max_epochs=1", "logger=none",
+                   "optimized_metric=val/f1"], tmp_path)
+    value = train_task(cfg)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert value == summary["metrics"]["val/f1"]
+
+
+def test_wandb_offline_without_account_and_finished(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    run(compose([*SMALL, "trainer.max_epochs=1", "logger=wandb"], tmp_path / "run"))
+    wandb = sys.modules["wandb"]
+    assert wandb.run is None  # finished
+    offline = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+
+
+def test_tensorboard_logger(tmp_path):
+    run(compose([*SMALL, "trainer.max_epochs=1", "logger=tensorboard"], tmp_path))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_fast_dev_run_default(tmp_path):
+    summary = fast_dev_run([], tmp_path)
+    assert set(summary["metrics"]) >= {"val/acc", "test/acc", "train/loss"}
+
+
+def test_multirun_sweep(tmp_path):
+    result = cli("-m", "posenc=none,learned", "trainer.fast_dev_run=true", "logger=none",
+                 f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/summary.json"))]
+    assert sorted(s["plugins"]["posenc"]["name"] for s in summaries) == ["learned", "none"]
+
+
+def test_cfg_job_and_help_list_plugins():
+    cfg = cli("attention=dot", "posenc=learned", "posenc.max_len=64", "--cfg", "job")
+    assert cfg.returncode == 0, cfg.stderr
+    assert "posenc:\n  _name_: learned\n  max_len: 64" in cfg.stdout
+    helped = cli("--help")
+    assert helped.returncode == 0
+    for line in ("attention: ", "posenc: ", "model: ", "task: ", "trainer: ", "logger: "):
+        assert line in helped.stdout
+    [posenc_line] = [ln for ln in helped.stdout.splitlines() if ln.startswith("posenc: ")]
+    assert {"learned", "none", "sinusoidal"} <= set(posenc_line[8:].split(", "))
+
+
+def test_experiment_preset_composes():
+    result = cli("experiment=sentiment_quick", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "d_model: 64" in result.stdout and "max_epochs: 3" in result.stdout
+
+
+def test_failed_run_leaves_earlier_results_alone(tmp_path):
+    first = run(compose([*SMALL, "trainer.max_epochs=1", "logger=none"], tmp_path))
+    before = (tmp_path / "summary.json").read_text()
+    with pytest.raises(Exception, match="exceeds posenc.max_len"):
+        run(compose([*SMALL, "trainer.max_epochs=1", "logger=none", "posenc=learned",
+                     "posenc.max_len=4"], tmp_path))
+    assert (tmp_path / "summary.json").read_text() == before
+    assert json.loads(before)["metrics"] == pytest.approx(first["metrics"])

@@ -59,7 +59,20 @@ def train_task(cfg) -> float | None:
         summary = run(cfg)
     except registry.AttnbenchError as e:
         _fail(str(e))
+    _print_result(summary)
     return summary["metrics"].get(summary["optimized_metric"])
+
+
+def _print_result(summary: dict) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    metrics = "  ".join(f"{k}={v:.4f}" for stage in ("val/", "test/")
+                        for k, v in summary["metrics"].items()
+                        if k.startswith(stage) and not k.endswith("/loss"))
+    speed = summary["train_samples_per_s"]
+    speed = f"  {speed:.0f} samples/s" if speed else ""
+    out = HydraConfig.get().runtime.output_dir
+    print(f"result: {metrics}{speed}  ({summary['wall_seconds']:.1f} s) -> {out}/summary.json")
 
 
 def _hydra_main(argv: list[str]) -> None:

@@ -23,6 +23,7 @@ class Task:
     monitor = "val/acc"  # the metric a sweeper optimises by default
     mode = "max"
     gives_edges = False  # puts graph edges in ctx (attention=graph needs them)
+    grid = False  # tokens sit on a 2-D grid: ctx.positions is (B, N, 2) (image patches)
     # Splits without labels (e.g. GLUE's SST-2 test): predicted and saved, never scored.
     unlabeled_splits: tuple[str, ...] = ()
 

@@ -40,7 +40,7 @@ def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torc
     if hasattr(model_plugin.cls, "check_task"):  # a backbone may refuse a task it can't serve
         model_plugin.cls.check_task(task)
     wants = {p.name for p in model_plugin.params}
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"task": task} if "task" in wants else {}
     if "posenc" in wants:
         name, params = plugins["posenc"]
         extra["posenc"] = partial(registry.build, "posenc", name, **params)
@@ -99,6 +99,10 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     task_name, task_params = plugins["task"]
     task = registry.build("task", task_name, data_dir=str(cfg.data_dir), **task_params)
     task.setup()
+    if cfg.get("match_params"):  # equal parameter budgets (experiment=compare_backbones)
+        from attnbench.param_match import match_widths
+
+        plugins = match_widths(plugins, task, **OmegaConf.to_container(cfg.match_params))
     model = LitModel(task, build_backbone(plugins, task), OmegaConf.to_container(cfg.optim))
     metric_name = cfg.optimized_metric or task.monitor
 
@@ -130,6 +134,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "plugins": {kind: {"name": name, **params} for kind, (name, params) in plugins.items()},
         "predictions": predictions,
         "params": sum(p.numel() for p in model.parameters()),
+        "receptive_field": getattr(model.backbone, "receptive_field", None),
         "train_samples_per_s": stats.samples_per_second,
         "train_seconds": stats.train_seconds,
         "epoch_seconds": stats.epoch_seconds,

@@ -1,0 +1,100 @@
+"""Parameter matching: every backbone lands within +-10% of the reference transformer."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import compose
+from omegaconf import OmegaConf
+
+from attnbench import registry
+from attnbench.param_match import count_params, match_width, match_widths, reference_params
+from attnbench.registry import ConfigError
+
+BACKBONES = ("cnn", "rnn", "mlp", "window_mlp")
+MATCH_TASKS = [t for t in ("sentiment", "pos") if t in registry.available("task")]
+
+
+@pytest.fixture(scope="module")
+def setups(tmp_path_factory):
+    """task name -> (the preset's selected plugins, the set-up task), built once."""
+    from attnbench.train import selected
+
+    out, found = tmp_path_factory.mktemp("match"), {}
+    for name in MATCH_TASKS:
+        cfg = compose(["experiment=compare_backbones", f"task={name}"], out)
+        plugins = selected(cfg)
+        task_name, params = plugins["task"]
+        task = registry.build("task", task_name, data_dir=str(cfg.data_dir), **params)
+        task.setup()
+        found[name] = (cfg, plugins, task)
+    return found
+
+
+def lit_model_params(plugins, task) -> int:
+    """The count summary.json reports: the LitModel built exactly as attnbench.train does."""
+    from attnbench.lit import LitModel
+    from attnbench.train import build_backbone
+
+    optim = {"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "scheduler": "none"}
+    model = LitModel(task, build_backbone(plugins, task), optim)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("task_name", MATCH_TASKS)
+@pytest.mark.parametrize("model", BACKBONES)
+def test_matched_within_ten_percent(setups, task_name, model):
+    cfg, plugins, task = setups[task_name]
+    match = OmegaConf.to_container(cfg.match_params)
+    target = lit_model_params({**plugins, "model": ("transformer", {})}, task)
+    matched = match_widths({**plugins, "model": (model, {})}, task, **match)
+    width = matched["model"][1]["d_model"]
+    assert width != 128  # the default width would be off budget for every backbone here
+    n = lit_model_params(matched, task)
+    assert abs(n - target) <= 0.1 * target, (model, width, n, target)
+    # and it is the closest width: one step either way is no nearer
+    for other in (width - 1, width + 1):
+        n_other = count_params({**plugins, "model": (model, {"d_model": other})}, task)
+        assert abs(n_other - target) >= abs(n - target)
+
+
+def test_meta_count_equals_real_count(setups):
+    _, plugins, task = setups["sentiment"]
+    for model in ("transformer", *BACKBONES):
+        chosen = {**plugins, "model": (model, {"d_model": 24})}
+        assert count_params(chosen, task) == lit_model_params(chosen, task)
+
+
+def test_reference_is_left_as_configured(setups):
+    _, plugins, task = setups["sentiment"]
+    chosen = {**plugins, "model": ("transformer", {"d_model": 64})}
+    with pytest.warns(UserWarning, match="as configured"):
+        assert match_widths(chosen, task, reference={"_name_": "transformer"}) == chosen
+
+
+def test_width_respects_heads_when_matching_a_transformer(setups):
+    _, plugins, task = setups["sentiment"]
+    target = reference_params(plugins, task, {"_name_": "rnn", "d_model": 100})
+    width, n = match_width({**plugins, "model": ("transformer", {"heads": 8})}, task, target)
+    assert width % 8 == 0 and abs(n - target) <= 0.1 * target
+
+
+def test_unreachable_budget_is_a_config_error(setups):
+    _, plugins, task = setups["sentiment"]
+    with pytest.raises(ConfigError, match="cannot reach 5 parameters within 10%"):
+        match_width({**plugins, "model": ("rnn", {})}, task, target=5)
+
+
+def test_unknown_reference_parameter_is_rejected(setups):
+    _, plugins, task = setups["sentiment"]
+    with pytest.raises(registry.PluginParameterError, match="no parameter 'hedas'"):
+        match_widths({**plugins, "model": ("cnn", {})}, task,
+                     reference={"_name_": "transformer", "hedas": 4})
+
+
+def test_preset_reference_is_the_transformer_default(setups):
+    """The sweep's transformer runs use model.* defaults: they must be the reference."""
+    cfg, plugins, task = setups["sentiment"]
+    reference = OmegaConf.to_container(cfg.match_params.reference)
+    assert reference.pop("_name_") == "transformer"
+    defaults = registry.get("model", "transformer").options
+    assert {k: defaults[k] for k in reference} == reference

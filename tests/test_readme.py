@@ -1,0 +1,112 @@
+"""Every README example runs: the custom plugin verbatim, every `attnbench` command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, SHARED_DATA
+
+README = (REPO / "README.md").read_text()
+QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "trainer.limit_test_batches=1"]
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def _after(marker: str) -> str:
+    return re.search(rf"<!-- {marker} -->\n```\w+\n(.*?)```", README, flags=re.S).group(1)
+
+
+def _example_files() -> dict[str, str]:
+    return dict(re.findall(r"<!-- example: (\S+) -->\n```python\n(.*?)```", README, flags=re.S))
+
+
+def _command_lines() -> list[str]:
+    skip = {_after("quickstart")}
+    lines = []
+    for block in _blocks("bash"):
+        if block in skip or "pip install" in block:
+            continue
+        lines += [ln for ln in block.splitlines() if re.match(r"^(\w+=\S+ )*attnbench ", ln)]
+    return lines
+
+
+def _run(line: str, cwd, extra: list[str] = ()) -> subprocess.CompletedProcess:
+    words = shlex.split(line, comments=True)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    while "=" in words[0]:
+        key, value = words.pop(0).split("=", 1)
+        if value == "/path/to/data":
+            value = str(SHARED_DATA)
+        env[key] = value
+    assert words[0] == "attnbench"
+    cmd = [sys.executable, "-m", "attnbench", *words[1:], *extra]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_quickstart_is_two_commands():
+    commands = [ln for ln in _after("quickstart").splitlines() if ln.strip()]
+    assert len(commands) == 2
+    assert "attnbench" in commands[0] and "pytest" in commands[1]
+
+
+def test_custom_plugin_example_verbatim(tmp_path):
+    files = _example_files()
+    assert files, "README lost its plugin example"
+    for name, text in files.items():
+        assert len(text.strip().splitlines()) <= 30, f"{name} must stay within 30 lines"
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    [line] = [ln for ln in _after("example-command").splitlines() if ln.strip()]
+    result = _run(line, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "result: val/acc=" in result.stdout
+    [summary] = tmp_path.glob("outputs/*/*/summary.json")
+    assert '"name": "cosine"' in summary.read_text() and '"temperature": 5' in summary.read_text()
+
+
+@pytest.mark.parametrize("line", _command_lines())
+def test_readme_command_runs(line, tmp_path):
+    if "ATTNBENCH_DATA=/path/to/data" in line and not SHARED_DATA.is_dir():
+        pytest.skip("needs the real data sets")
+    for name, text in _example_files().items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    words = shlex.split(line, comments=True)
+    trains = not any(w in ("list", "bench", "--help", "--cfg") for w in words)
+    if "bench" in words:
+        pytest.skip("benchmarks run on demand")
+    if "ckpt_path=outputs/first/checkpoints/last.ckpt" in line:  # the resume example
+        first = _run("attnbench trainer.max_epochs=2 hydra.run.dir=outputs/first", tmp_path, QUICK)
+        assert first.returncode == 0, first.stderr[-3000:]
+    result = _run(line, tmp_path, QUICK if trains else [])
+    expect_fail = "dto" in line or "dropuot" in line
+    if expect_fail:
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        return
+    assert result.returncode == 0, result.stderr[-3000:]
+    if trains:
+        assert "result: " in result.stdout
+
+
+def _shown_errors() -> list[tuple[str, str]]:
+    pairs = []
+    for block in _blocks("text"):
+        lines = block.splitlines()
+        pairs += [(ln[2:], lines[i + 1]) for i, ln in enumerate(lines[:-1])
+                  if ln.startswith("$ attnbench")]
+    return pairs
+
+
+@pytest.mark.parametrize(("line", "shown"), _shown_errors())
+def test_readme_shows_the_real_error(line, shown, tmp_path):
+    result = _run(line, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(shown.split("...")[0].rstrip())

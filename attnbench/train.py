@@ -4,11 +4,13 @@ write ``summary.json``. Imported only when a run starts (it pulls in Lightning).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import resource
 import sys
 import time
+import warnings
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +26,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from attnbench import registry
 from attnbench.config import plugin_params
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
+
+# Lightning's advertising tip and a torch-version deprecation inside Lightning are noise in
+# every run's output.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage())
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 VERSIONED = ("attnbench", "torch", "pytorch-lightning", "hydra-core", "torchmetrics", "wandb")
 

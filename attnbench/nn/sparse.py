@@ -143,7 +143,7 @@ def band_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *,
     if keep is not None:
         p = p * keep
     # scatter the band into dense (B, h, L, L + 2w) rows; key j sits at column j + w
-    idx = (kpos + w).expand(b, h, nb, bs, bs + 2 * w)
+    idx = (kpos + w)[:, None, :].expand(b, h, nb, bs, bs + 2 * w)
     dense = p.new_zeros(b, h, nb, bs, length + 2 * w).scatter(-1, idx, p)
     dense = dense.view(b, h, length, length + 2 * w)[:, :, lead:n, w:w + n]
     return y, F.pad(dense, (start, 0))  # (B, h, Nq, Nk)
@@ -157,9 +157,10 @@ def grid_neighbours(positions: Tensor, window: int,
     """Neighbourhoods on a 2-D grid, from token positions (B, N, 2) (row, col).
 
     Returns ``idx, valid`` (B, N, K): the indices of the tokens within Chebyshev distance
-    ``window`` (K = (2w+1)²) and which of them exist and are real keys; and ``gidx, gvalid``
-    (B, G): the off-grid tokens (a negative coordinate, e.g. a CLS token at (-1, -1)),
-    which are global: they see every token and every token sees them.
+    ``window`` (K = (2w+1)²) and which of them exist and are real keys; and ``gidx, goff``
+    (B, G): the indices of the off-grid tokens (a negative coordinate, e.g. a CLS token at
+    (-1, -1); goff is False for filler slots), which are global: they see every token and
+    every token sees them.
     """
     if positions.is_floating_point():
         positions = positions.round()
@@ -183,10 +184,7 @@ def grid_neighbours(positions: Tensor, window: int,
     nbr = grid.gather(1, where.view(b, -1)).view(b, n, -1)  # (B, N, K), -1 = no token
     g = int(off.sum(1).max()) if n else 0
     gidx = off.long().argsort(dim=1, descending=True, stable=True)[:, :g]  # (B, G)
-    gvalid = off.gather(1, gidx)
-    if key_valid is not None:
-        gvalid = gvalid & key_valid.gather(1, gidx)
-    return nbr.clamp(min=0), nbr >= 0, gidx, gvalid
+    return nbr.clamp(min=0), nbr >= 0, gidx, off.gather(1, gidx)
 
 
 def grid_attention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, window: int, *,
@@ -201,8 +199,9 @@ def grid_attention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, window: i
     if k.size(2) != n:
         raise ConfigError("2-D windowed attention needs self-attention (as many keys as "
                           "queries, all at ctx.positions)")
-    idx, valid, gidx, gvalid = grid_neighbours(positions, window, key_valid)  # (B, N, K)
+    idx, valid, gidx, goff = grid_neighbours(positions, window, key_valid)  # (B, N, K)
     g = gidx.size(1)
+    gvalid = goff if key_valid is None else goff & key_valid.gather(1, gidx)  # (B, G)
     if g:  # every token also sees the global tokens
         idx = torch.cat([idx, gidx[:, None].expand(b, n, g)], dim=-1)
         valid = torch.cat([valid, gvalid[:, None].expand(b, n, g)], dim=-1)
@@ -238,7 +237,7 @@ def grid_attention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, window: i
     gmask, gkeep = _fix_empty_rows(gmask)
     gb = bias.gather(-2, grow.expand(b, bias.size(1), g, n)) if bias is not None else None
     yg, pg = _attend(qg, k, v, gmask[:, None], gb, dropout_p, need_weights)  # (B, h, G, hd)
-    use = (gvalid[:, None, :, None] & gkeep[:, None])  # (B, 1, G, 1): a real global token
+    use = goff[:, None, :, None] & gkeep[:, None]  # (B, 1, G, 1): a global token's row
     yg = torch.where(use, yg, y.gather(2, grow.expand(b, h, g, hd)))
     y = y.scatter(2, grow.expand(b, h, g, hd), yg)
     if dense is not None:

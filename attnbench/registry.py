@@ -300,3 +300,16 @@ def build(kind: str, name: str, /, **params: Any) -> Any:
     if missing:
         raise PluginParameterError(f"{kind} {name!r} needs {', '.join(missing)}")
     return plugin.cls(**params)
+
+
+def factory(kind: str, name: str, /, **params: Any):
+    """A builder for a plugin whose sizes the caller supplies later: ``make(d_model=..,
+    heads=..)``. Supplied sizes the plugin does not declare are dropped, so a backbone can
+    offer ``heads`` to every positional encoding and only those that use it take it."""
+    plugin = get(kind, name)
+    takes = {p.name for p in plugin.params}
+
+    def make(**supplied: Any) -> Any:
+        return build(kind, name, **params, **{k: v for k, v in supplied.items() if k in takes})
+
+    return make

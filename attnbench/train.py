@@ -11,7 +11,6 @@ import resource
 import sys
 import time
 import warnings
-from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -51,13 +50,13 @@ def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torc
     extra: dict[str, Any] = {"task": task} if "task" in wants else {}
     if "posenc" in wants:
         name, params = plugins["posenc"]
-        extra["posenc"] = partial(registry.build, "posenc", name, **params)
+        extra["posenc"] = registry.factory("posenc", name, **params)
     if "attention" in wants:
         name, params = plugins["attention"]
         relative = "posenc" in wants and registry.get("posenc", plugins["posenc"][0]).cls.relative
         registry.get("attention", name).cls.check_use(graph=task.gives_edges,
                                                       relative_posenc=relative)
-        extra["attention"] = partial(registry.build, "attention", name, **params)
+        extra["attention"] = registry.factory("attention", name, **params)
     return registry.build("model", model_name, **model_params, **extra)
 
 

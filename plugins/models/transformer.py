@@ -22,7 +22,7 @@ class Transformer(nn.Module):
                  dropout: float = 0.1, norm: str = "pre"):
         super().__init__()
         self.d_model = d_model
-        self.posenc = posenc(d_model=d_model)
+        self.posenc = posenc(d_model=d_model, heads=heads)  # heads: for per-head biases
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             EncoderBlock(d_model, attention(d_model=d_model, heads=heads), ff_mult, dropout, norm)

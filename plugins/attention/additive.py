@@ -1,0 +1,102 @@
+"""Additive (Bahdanau) attention: score(q, k) = vᵀ tanh(W_q q + W_k k), one score per head.
+
+The (Nq, Nk, hidden) tanh tensor is never built whole: queries go through in chunks, and in
+training each chunk's scores are recomputed in backward (activation checkpointing), so the
+peak memory is O(chunk · Nk · hidden) plus the O(Nq · Nk) weights, not O(Nq · Nk · hidden).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from attnbench import register
+from attnbench.nn.attention import Attention, merge_heads, split_heads
+from attnbench.nn.ctx import Ctx
+from attnbench.registry import ConfigError
+
+from .dot import masked_softmax, score_terms
+
+CHUNK_ELEMENTS = 1 << 22  # tanh elements per chunk when chunk_size=0 (16 MiB in float32)
+
+
+def _rows(t: Tensor | None, rows: slice) -> Tensor | None:
+    """The query rows of a mask/bias broadcastable to (B, h, Nq, Nk)."""
+    return t if t is None or t.size(-2) == 1 else t[..., rows, :]
+
+
+def _scores(qh: Tensor, kh: Tensor, v: Tensor) -> Tensor:
+    """qh (B, h, C, e), kh (B, h, Nk, e), v (h, e) -> (B, h, C, Nk)"""
+    t = (qh.unsqueeze(-2) + kh.unsqueeze(-3)).tanh_()  # (B, h, C, Nk, e); in place: 1 copy
+    return (t @ v[:, None, :, None]).squeeze(-1)  # batched mat-vec over e
+
+
+class AdditiveScore(nn.Module):
+    """Per-head Bahdanau scoring over already projected features; chunked over queries."""
+
+    def __init__(self, heads: int, hidden: int, chunk_size: int = 0):
+        super().__init__()
+        self.v = nn.Parameter(torch.empty(heads, hidden).uniform_(-1, 1) / math.sqrt(hidden))
+        self.chunk_size = chunk_size
+
+    def forward(self, qh: Tensor, kh: Tensor, values: Tensor, ctx: Ctx, *,
+                need_weights: bool = False, dropout_p: float = 0.0
+                ) -> tuple[Tensor, Tensor | None]:
+        """qh (B, h, Nq, e), kh (B, h, Nk, e), values (B, h, Nk, hd) -> (B, h, Nq, hd), weights"""
+        b, h, nq, e = qh.shape
+        nk = kh.size(-2)
+        mask, bias = score_terms(ctx, nq, nk, h, qh.device, qh.dtype)
+        chunk = self.chunk_size or max(1, CHUNK_ELEMENTS // max(1, b * h * nk * e))
+        recompute = torch.is_grad_enabled() and (qh.requires_grad or kh.requires_grad
+                                                 or self.v.requires_grad)
+        ys, ws = [], []
+        for start in range(0, nq, chunk):  # a loop over blocks of queries, not tokens
+            rows = slice(start, start + chunk)
+            if recompute:  # keep no (C, Nk, e) activations: recompute them in backward
+                s = checkpoint(_scores, qh[:, :, rows], kh, self.v, use_reentrant=False)
+            else:
+                s = _scores(qh[:, :, rows], kh, self.v)
+            w = masked_softmax(s, _rows(mask, rows), _rows(bias, rows))
+            ys.append(F.dropout(w, dropout_p) @ values)  # (B, h, C, hd)
+            if need_weights:
+                ws.append(w)
+        return torch.cat(ys, dim=-2), (torch.cat(ws, dim=-2) if need_weights else None)
+
+
+@register("attention", "additive")
+class AdditiveAttention(Attention):
+    """Additive attention (Bahdanau et al. 2015); query and key sizes may differ."""
+
+    def __init__(self, d_model: int, heads: int, hidden: int | None = None,
+                 query_dim: int | None = None, key_dim: int | None = None,
+                 dropout: float = 0.0, chunk_size: int = 0):
+        super().__init__(d_model, heads)
+        for name, value in (("hidden", hidden), ("query_dim", query_dim), ("key_dim", key_dim),
+                            ("chunk_size", chunk_size)):
+            if value is not None and value < (0 if name == "chunk_size" else 1):
+                raise ConfigError(f"attention.{name}={value} must be positive; "
+                                  f"leave it unset for the default")
+        self.hidden = hidden or self.head_dim  # per-head size of the tanh layer
+        query_dim, key_dim = query_dim or d_model, key_dim or d_model
+        self.q_proj = nn.Linear(query_dim, heads * self.hidden, bias=False)
+        self.k_proj = nn.Linear(key_dim, heads * self.hidden)  # one bias serves both sides
+        self.v_proj = nn.Linear(key_dim, d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.score = AdditiveScore(heads, self.hidden, chunk_size)
+        self.dropout = dropout
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx | None = None,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        ctx = ctx or Ctx()
+        qh = split_heads(self.q_proj(query), self.heads)  # (B, h, Nq, e)
+        kh = split_heads(self.k_proj(key), self.heads)  # (B, h, Nk, e)
+        v = split_heads(self.v_proj(value), self.heads)  # (B, h, Nk, hd)
+        if ctx.posenc is not None:  # RoPE: position-aware features inside the tanh
+            qh, kh = ctx.posenc.rotate(qh, kh, ctx)
+        y, weights = self.score(qh, kh, v, ctx, need_weights=need_weights,
+                                dropout_p=self.dropout if self.training else 0.0)
+        return self.out(merge_heads(y)), weights

@@ -41,8 +41,9 @@ def _print(rows: list[tuple[str, str, str, str]]) -> None:
 
     console = Console()
     if not console.is_terminal:  # piped: one plain line per plugin, easy to grep
-        for row in rows:
-            print("  ".join(row))
+        widths = [max((len(r[i]) for r in rows), default=0) for i in range(2)]
+        for kind, name, params, source in rows:
+            print(f"{kind:<{widths[0]}}  {name:<{widths[1]}}  {params}  [{source}]")
         return
     table = Table(box=None, pad_edge=False)
     for column in ("kind", "name", "parameters (name = default)", "source"):

@@ -26,9 +26,8 @@ class LitModel(pl.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
-    def forward(self, batch: Any) -> torch.Tensor:
-        x, ctx = self.embedder(batch)  # (B, N, d)
-        return self.head(self.backbone(x, ctx), ctx)
+    def forward(self, batch: Any) -> Any:
+        return self.task.forward(self, batch)  # embedder -> backbone -> head, by default
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self.task.loss(self(batch), batch)

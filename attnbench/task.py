@@ -26,6 +26,11 @@ class Task:
     grid = False  # tokens sit on a 2-D grid: ctx.positions is (B, N, 2) (image patches)
     # Splits without labels (e.g. GLUE's SST-2 test): predicted and saved, never scored.
     unlabeled_splits: tuple[str, ...] = ()
+    # Scored splits whose predictions are also saved (e.g. test translations).
+    prediction_splits: tuple[str, ...] = ()
+    # Output is a sequence the model generates (translation): backbones build an
+    # encoder-decoder, and attention must serve causal and cross-attention.
+    seq2seq = False
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir
@@ -47,6 +52,13 @@ class Task:
     def build_head(self, d_model: int) -> nn.Module:
         """A module: (h (B, N, d_model), Ctx) -> logits."""
         raise NotImplementedError
+
+    def forward(self, model: nn.Module, batch: Any) -> Any:
+        """The model's outputs for a batch; ``model`` holds .embedder, .backbone, .head.
+        Whatever this returns is what :meth:`loss` and :meth:`metric_inputs` receive, so a
+        task may return more than logits (e.g. generated tokens when not model.training)."""
+        x, ctx = model.embedder(batch)  # (B, N, d)
+        return model.head(model.backbone(x, ctx), ctx)
 
     def loss(self, logits: Tensor, batch: Any) -> Tensor:
         raise NotImplementedError

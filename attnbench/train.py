@@ -54,8 +54,9 @@ def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torc
     if "attention" in wants:
         name, params = plugins["attention"]
         relative = "posenc" in wants and registry.get("posenc", plugins["posenc"][0]).cls.relative
-        registry.get("attention", name).cls.check_use(graph=task.gives_edges,
-                                                      relative_posenc=relative)
+        registry.get("attention", name).cls.check_use(
+            graph=task.gives_edges, relative_posenc=relative,
+            causal=task.seq2seq, cross=task.seq2seq)
         extra["attention"] = registry.factory("attention", name, **params)
     return registry.build("model", model_name, **model_params, **extra)
 
@@ -131,7 +132,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         for result in trainer.test(model, datamodule=data, verbose=False):
             metrics.update({k: _number(v) for k, v in result.items()})
     predictions = {}
-    for split in task.unlabeled_splits:
+    for split in dict.fromkeys((*task.unlabeled_splits, *task.prediction_splits)):
         outputs = trainer.predict(model, dataloaders=task.dataloader(split))
         predictions[split] = str(task.save_predictions(split, outputs, out_dir))
 

@@ -1,4 +1,4 @@
-"""The ``attnbench`` console script: train (the default verb), list, bench.
+"""The ``attnbench`` console script: train (the default verb), list, bench, download.
 
 Startup stays light: ``list`` and ``--help`` import plugins (torch) and Hydra, never
 Lightning, torchmetrics or wandb; a run imports the training stack when it starts.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from attnbench import registry
 
-USAGE_VERBS = ("train", "list", "bench")
+USAGE_VERBS = ("train", "list", "bench", "download")
 
 
 def _fail(message: str) -> None:
@@ -88,6 +88,44 @@ def _hydra_main(argv: list[str]) -> None:
                config_name="config")(train_task)()
 
 
+HELP_HEADER = """\
+attnbench: compare attention mechanisms. Compose a run by naming plugins:
+  attnbench task=sentiment model=transformer attention=dot posenc=sinusoidal seed=1
+Set a plugin's parameters with <group>.<param>=value (attention.dropout=0.1).
+Other verbs: `attnbench list [KIND] [PATTERN]` shows plugins and their parameters;
+`attnbench bench attention|startup|throughput` runs the benchmarks.
+"""
+HELP_FOOTER = """\
+Sweep with -m (attnbench -m posenc=none,sinusoidal,learned); print the composed
+config with --cfg job; resume with ckpt_path=<run>/checkpoints/last.ckpt.
+Hydra's own options: --hydra-help.
+"""
+
+
+def _help(overrides: list[str]) -> None:
+    """Our own --help: Hydra's lists groups by deep-copying its config repository once per
+    group (seconds); the registry and conf/ already know the options."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    from attnbench.config import compose_plain
+
+    groups = {kind: registry.available(kind) for kind in registry.KINDS}
+    conf = resources.files("attnbench.conf")
+    for folder in conf.iterdir():
+        if folder.is_dir() and not folder.name.startswith("_"):
+            groups[folder.name] = sorted(f.name[:-5] for f in folder.iterdir()
+                                         if f.name.endswith(".yaml"))
+    print(HELP_HEADER)
+    print("== Config groups (group=option) ==")
+    for group in sorted(groups):
+        print(f"{group}: {', '.join(groups[group])}")
+    print("\n== Config ==\nOverride anything in the config (foo.bar=value)\n")
+    print(OmegaConf.to_yaml(compose_plain(overrides)))
+    print(HELP_FOOTER)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = argv[0] if argv and argv[0] in USAGE_VERBS else "train"
@@ -98,6 +136,10 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.listing import main as list_main
 
             return list_main(argv)
+        if verb == "download":
+            from attnbench.data.download import main as download_main
+
+            return download_main(argv)
         if verb == "bench" and argv[:1] in (["startup"], ["throughput"]):
             from attnbench.perf import main as perf_main
 
@@ -106,7 +148,14 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.bench import main as bench_main
 
             return bench_main(argv)
-        _check_selected_names([a for a in argv if not a.startswith("-")])
+        overrides = [a for a in argv if not a.startswith("-")]
+        _check_selected_names(overrides)
+        if "--help" in argv or "-h" in argv:
+            try:
+                return _help(overrides)
+            except BrokenPipeError:  # `attnbench --help | head`
+                sys.stderr.close()
+                return None
     except registry.AttnbenchError as e:
         _fail(str(e))
     _hydra_main(argv)

@@ -97,6 +97,19 @@ def signature_text(plugin: registry.Plugin) -> str:
     return ", ".join(parts)
 
 
+def compose_plain(overrides: list[str], config_name: str = "config"):
+    """The composed config without Hydra's own node, interpolations unresolved."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from attnbench.cli import register_resolvers
+
+    store_plugins()
+    register_resolvers()
+    with initialize_config_module(config_module="attnbench.conf", version_base="1.3"):
+        return hydra_compose(config_name, overrides=overrides)
+
+
 def compose(overrides: list[str], output_dir: str | Path, config_name: str = "config"):
     """Compose the config as the CLI would, with Hydra's runtime output dir set (for tests,
     notebooks and benchmarks that call :func:`attnbench.train.run` in-process)."""

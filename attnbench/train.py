@@ -46,6 +46,10 @@ def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torc
     model_plugin = registry.get("model", model_name)
     if hasattr(model_plugin.cls, "check_task"):  # a backbone may refuse a task it can't serve
         model_plugin.cls.check_task(task)
+    if task.seq2seq and not hasattr(model_plugin.cls, "decode"):
+        raise registry.ConfigError(
+            f"model={model_name} has no encoder-decoder, which this sequence-to-sequence task "
+            "needs; use model=transformer or model=rnn")
     wants = {p.name for p in model_plugin.params}
     extra: dict[str, Any] = {"task": task} if "task" in wants else {}
     if "posenc" in wants:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -255,7 +256,7 @@ def encoder(attention: str, posenc: str, **attn_params) -> nn.Module:
     return attnbench.build(
         "model", "transformer", d_model=16, heads=2, layers=2, dropout=0.0,
         attention=registry.factory("attention", attention, **attn_params),
-        posenc=registry.factory("posenc", posenc),
+        posenc=registry.factory("posenc", posenc), task=SimpleNamespace(seq2seq=False),
     ).eval()
 
 

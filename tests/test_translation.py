@@ -1,0 +1,323 @@
+"""Translation task: parallel data, encoder-decoder backbones, incremental decoding,
+BLEU / exact match, predictions file, and every attention plugin in the encoder-decoder."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import fast_dev_run
+
+from attnbench import registry
+from attnbench.data.parallel import collate_parallel, detokenize, read_parallel, tokenize
+from attnbench.data.text import DataError
+from attnbench.nn.ctx import Ctx
+from attnbench.nn.decoding import beam_search, greedy_search
+from attnbench.registry import ConfigError
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def build(model: str = "transformer", attention: str = "dot", posenc: str = "sinusoidal",
+          task_params: dict | None = None, **model_params):
+    """(task, LitModel) as the harness builds them, tiny and in eval mode."""
+    from attnbench.lit import LitModel
+    from attnbench.train import build_backbone
+
+    torch.manual_seed(0)
+    task = registry.build("task", "translation", data_dir=".", **(task_params or {}))
+    task.setup()
+    model_params = {"d_model": 32, "dropout": 0.0, **model_params}
+    if model == "transformer":
+        model_params.setdefault("heads", 2)
+    plugins = {"model": (model, model_params), "attention": (attention, {}),
+               "posenc": (posenc, {}), "task": ("translation", {})}
+    lit = LitModel(task, build_backbone(plugins, task),
+                   {"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "scheduler": "none"})
+    return task, lit.eval()
+
+
+def batch_of(task, n: int = 5, split: str = "val") -> dict:
+    loader = torch.utils.data.DataLoader(task.splits[split], batch_size=n,
+                                         collate_fn=collate_parallel)
+    return next(iter(loader))
+
+
+def write_gz(path: Path, lines: list[str]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+
+
+DE = ["Ein Mann schläft.", "Zwei Hunde spielen im Schnee.", "Ein Mann, ein Hund.",
+      "Eine Frau liest ein Buch."]
+EN = ["A man sleeps.", "Two dogs play in the snow.", "A man, a dog.", "A woman reads a book."]
+
+
+@pytest.fixture
+def multi30k(tmp_path, monkeypatch) -> Path:
+    """A tiny Multi30k-shaped data directory (gzip files), cache in tmp_path."""
+    folder = tmp_path / "data" / "translation"
+    folder.mkdir(parents=True)
+    for stem in ("train", "val", "test_2016_flickr"):
+        write_gz(folder / f"{stem}.de.gz", DE)
+        write_gz(folder / f"{stem}.en.gz", EN)
+    monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "data"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_tokenize_and_detokenize_round_trip():
+    text = "A man (in a T-shirt) isn't sleeping, he's reading: 3 books!"
+    tokens = tokenize(text)
+    assert tokens[:6] == ["A", "man", "(", "in", "a", "T-shirt"]
+    assert "isn't" in tokens and "," in tokens and tokens[-1] == "!"
+    assert detokenize(tokens) == text
+    assert tokenize("Ein Mann", lowercase=True) == ["ein", "mann"]
+
+
+def test_read_parallel_accepts_gz_and_plain(tmp_path):
+    write_gz(tmp_path / "a.de.gz", DE)
+    (tmp_path / "a.en").write_text("\n".join(EN) + "\n", encoding="utf-8")
+    src, tgt = read_parallel(tmp_path / "a.de.gz", tmp_path / "a.en")
+    assert src == DE and tgt == EN
+
+
+def test_misaligned_or_empty_lines_name_the_file(tmp_path):
+    write_gz(tmp_path / "a.de.gz", DE)
+    write_gz(tmp_path / "a.en.gz", EN[:3])
+    with pytest.raises(DataError, match=r"a\.de\.gz has 4 lines but .*a\.en\.gz has 3"):
+        read_parallel(tmp_path / "a.de.gz", tmp_path / "a.en.gz")
+    write_gz(tmp_path / "b.en.gz", [EN[0], "", *EN[2:]])
+    with pytest.raises(DataError, match=r"b\.en\.gz:2: empty line"):
+        read_parallel(tmp_path / "a.de.gz", tmp_path / "b.en.gz")
+
+
+def test_multi30k_reads_both_directions_and_caches(multi30k):
+    task = registry.build("task", "translation", data_dir=str(multi30k), dataset="multi30k",
+                          min_freq=1, lowercase=False)
+    task.setup()
+    assert not task.from_cache and len(task.splits["train"]) == 4
+    assert "Hunde" in task.src_itos and "dogs" in task.tgt_itos and "dogs" not in task.src_itos
+    assert task.splits["test"].refs == EN  # references are the raw target lines
+    again = registry.build("task", "translation", data_dir=str(multi30k), dataset="multi30k",
+                           min_freq=1, lowercase=False)
+    again.setup()
+    assert again.from_cache and again.cache_path == task.cache_path
+    assert again.tgt_itos == task.tgt_itos
+    back = registry.build("task", "translation", data_dir=str(multi30k), dataset="multi30k",
+                          min_freq=1, source="en", target="de", shared_vocab=True)
+    back.setup()
+    assert back.cache_path != task.cache_path
+    assert back.splits["val"].refs == DE
+    assert back.src_itos is back.tgt_itos or back.src_itos == back.tgt_itos
+    assert {"hunde", "dogs"} <= set(back.src_itos)
+
+
+def test_missing_files_and_bad_settings_are_one_line_errors(tmp_path):
+    task = registry.build("task", "translation", data_dir=str(tmp_path), dataset="multi30k")
+    with pytest.raises(DataError, match=r"missing data file .*translation/train\.de"):
+        task.setup()
+    with pytest.raises(ConfigError, match="task.source and task.target are both 'en'"):
+        registry.build("task", "translation", data_dir=".", source="en", target="en")
+    with pytest.raises(ConfigError, match="task.dataset='wmt' is not one of"):
+        registry.build("task", "translation", data_dir=".", dataset="wmt")
+
+
+def test_shared_vocabulary_shares_one_embedding_and_ties_the_head():
+    task, lit = build(task_params={"shared_vocab": True})
+    assert lit.embedder.src is lit.embedder.tgt
+    assert lit.head.proj.weight is lit.embedder.tgt.embed.weight
+    task, lit = build(task_params={"tie_embeddings": False})
+    assert lit.embedder.src is not lit.embedder.tgt
+    assert lit.head.proj.weight is not lit.embedder.tgt.embed.weight
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def full_redecode_step(task, lit, memory, src_ctx):
+    """A step function that re-runs the decoder over the whole prefix every step."""
+    def step(tokens, prefix):
+        prefix = tokens[:, None] if prefix is None else torch.cat([prefix, tokens[:, None]], 1)
+        h, _ = lit.backbone.decode(lit.embedder.target(prefix), memory, src_ctx)
+        return lit.head(h, Ctx())[:, -1].float().log_softmax(-1), prefix
+
+    return step
+
+
+CASES = [("transformer", "dot", "sinusoidal", {}), ("transformer", "dot", "rope", {}),
+         ("transformer", "multihead", "alibi", {}), ("transformer", "additive", "relative", {}),
+         ("transformer", "linear", "learned", {"norm": "post"}),
+         ("rnn", "additive", "none", {}), ("rnn", "dot", "none", {"cell": "gru"}),
+         ("rnn", "dot", "none", {"use_attention": False})]
+
+
+@pytest.mark.parametrize(("model", "attention", "posenc", "params"), CASES,
+                         ids=lambda c: str(c) if not isinstance(c, dict) else "")
+def test_incremental_decoding_matches_full_redecoding(model, attention, posenc, params):
+    task, lit = build(model, attention, posenc, **params)
+    batch = batch_of(task)
+    with torch.no_grad():
+        x, src_ctx = lit.embedder.source(batch["src"])
+        memory = lit.backbone.encode(x, src_ctx)
+        # hidden states: teacher forcing in one pass == one token at a time with the cache
+        y = lit.embedder.target(batch["tgt"])
+        full, _ = lit.backbone.decode(y, memory, src_ctx)
+        cache, rows = None, []
+        for t in range(y.size(1)):
+            h, cache = lit.backbone.decode(y[:, t:t + 1], memory, src_ctx, cache)
+            rows.append(h)
+        torch.testing.assert_close(torch.cat(rows, 1), full, atol=1e-5, rtol=1e-4)
+        # tokens: the task's (incremental) greedy search == greedy over full re-decoding
+        fast = task.generate(lit, memory, src_ctx)
+        slow = greedy_search(full_redecode_step(task, lit, memory, src_ctx), memory.size(0),
+                             bos=2, eos=3, pad=0, max_len=fast.size(1))
+    assert torch.equal(fast, slow[:, :fast.size(1)])
+
+
+@pytest.mark.parametrize("model", ["transformer", "rnn"])
+def test_beam_size_one_equals_greedy_on_the_model(model):
+    task, lit = build(model)
+    batch = batch_of(task, 8)
+    with torch.no_grad():
+        x, src_ctx = lit.embedder.source(batch["src"])
+        memory = lit.backbone.encode(x, src_ctx)
+        greedy = task.generate(lit, memory, src_ctx)
+        step = full_redecode_step(task, lit, memory, src_ctx)
+        beam1 = beam_search(step, 8, bos=2, eos=3, pad=0, max_len=greedy.size(1), beam_size=1,
+                            alpha=0.6)
+        task.beam_size = 3
+        beam3 = task.generate(lit, memory, src_ctx)
+    assert torch.equal(beam1, greedy)
+    assert beam3.shape[0] == 8 and beam3.dtype == torch.long
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_bleu_matches_sacrebleu_and_hand_computed_values():
+    task = registry.build("task", "translation", data_dir=".", lowercase=False)
+    bleu = task.metrics()["bleu"]
+    hyps = ["A man in a blue shirt is standing on a ladder.", "Two dogs play in the snow!",
+            "the cat is on the mat"]
+    refs = ["A man in a blue shirt is standing on a ladder cleaning windows.",
+            "Two dogs are playing in the snow.", "there is a cat on the mat"]
+    bleu.update(hyps, [[r] for r in refs])
+    # sacrebleu 2.6.0: sacrebleu.corpus_bleu(hyps, [refs]).score
+    assert bleu.compute().item() == pytest.approx(55.01143, abs=1e-3)
+    try:
+        import sacrebleu
+    except ImportError:
+        pass
+    else:
+        assert bleu.compute().item() == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score,
+                                                     abs=1e-3)
+    # by hand: p1..p4 = 5/6, 4/5, 3/4, 2/3 against the second reference, no brevity penalty
+    hand = task.metrics()["bleu"]
+    hand.update(["the cat is on the mat"], [["there is a cat on the mat",
+                                             "a cat is on the mat"]])
+    assert hand.compute().item() == pytest.approx(100 * (1 / 3) ** 0.25, abs=1e-3)
+    lower = registry.build("task", "translation", data_dir=".").metrics()["bleu"]
+    lower.update(["The Cat sat."], [["the cat sat."]])
+    assert lower.compute().item() == pytest.approx(100.0)
+
+
+def test_exact_match_compares_token_sequences():
+    task = registry.build("task", "translation", data_dir=".")
+    em = task.metrics()["exact"]
+    em.update(["A man sleeps .", "two dogs", "a cat"], [["a man sleeps."], ["two dogs!"],
+                                                       ["a cat"]])
+    assert em.compute().item() == pytest.approx(2 / 3)
+
+
+def test_metric_collection_takes_strings():
+    from torchmetrics import MetricCollection
+
+    task = registry.build("task", "translation", data_dir=".")
+    metrics = MetricCollection(task.metrics()).clone(prefix="val/")
+    metrics.update(["a b c d", "x y"], [["a b c d"], ["x z"]])
+    out = metrics.compute()
+    assert out["val/exact"].item() == pytest.approx(0.5)
+    assert 0 < out["val/bleu"].item() < 100
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def cross_capable(name: str) -> bool:
+    cls = registry.get("attention", name).cls
+    return cls.supports_cross and cls.supports_causal and not cls.needs_graph
+
+
+@pytest.mark.parametrize("attention", registry.available("attention"))
+def test_every_attention_plugin_in_the_encoder_decoder(attention, tmp_path):
+    overrides = ["task=translation", "model=transformer", f"attention={attention}",
+                 "model.d_model=16", "model.heads=2"]
+    if not cross_capable(attention):
+        with pytest.raises(ConfigError, match=f"attention '{attention}'"):
+            fast_dev_run(overrides, tmp_path)
+        return
+    summary = fast_dev_run(overrides, tmp_path)
+    assert torch.isfinite(torch.tensor(summary["metrics"]["test/loss"]))
+    assert {"test/bleu", "test/exact", "val/bleu"} <= set(summary["metrics"])
+
+
+@pytest.mark.parametrize("overrides", [["attention=additive"], ["model.use_attention=false"],
+                                       ["attention=dot", "model.cell=gru", "task.beam_size=3"]],
+                         ids=" ".join)
+def test_rnn_encoder_decoder_runs(overrides, tmp_path):
+    summary = fast_dev_run(["task=translation", "model=rnn", "model.d_model=16", *overrides],
+                           tmp_path)
+    assert torch.isfinite(torch.tensor(summary["metrics"]["test/loss"]))
+    lines = Path(summary["predictions"]["test"]).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 64  # fast_dev_run predicts one batch of task.batch_size
+
+
+def test_rnn_without_attention_has_no_attention_weights():
+    _, with_attn = build("rnn", "additive")
+    _, without = build("rnn", "additive", use_attention=False)
+    assert with_attn.backbone.attn is not None and without.backbone.attn is None
+    n = sum(p.numel() for p in without.parameters())
+    assert n < sum(p.numel() for p in with_attn.parameters())
+
+
+def test_encoder_only_backbone_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="model=mlp has no encoder-decoder"):
+        fast_dev_run(["task=translation", "model=mlp", "model.d_model=16"], tmp_path)
+
+
+def test_translations_file_holds_the_test_predictions(tmp_path):
+    summary = fast_dev_run(["task=translation", "model.d_model=16", "task.batch_size=8"],
+                           tmp_path)
+    path = Path(summary["predictions"]["test"])
+    assert path.name == "translations_test.txt" and path.parent == tmp_path
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 8
+    vocab = {"aa", "bb", "cc", "dd", "ee", "ff", "gg", "hh", "ii", "jj", "kk", "ll", "mm",
+             "nn", "oo", "pp", "<unk>"}
+    assert all(set(line.split()) <= vocab for line in lines)
+
+
+@pytest.mark.slow
+def test_synthetic_translation_is_learned(tmp_path):
+    """A small transformer learns the built-in transduction to >= 90% exact match (~1 min)."""
+    from attnbench.config import compose
+    from attnbench.train import run
+
+    cfg = compose(["task=translation", "model.d_model=64", "trainer.max_epochs=8",
+                   "trainer.accelerator=cpu", "logger=none"], tmp_path)
+    summary = run(cfg)
+    assert summary["metrics"]["test/exact"] >= 0.9
+    assert summary["metrics"]["test/bleu"] >= 90
+
+
+def test_multi30k_shared_data_reads(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path))
+    task = registry.build("task", "translation", data_dir=str(shared_data), dataset="multi30k")
+    task.setup()
+    assert [len(task.splits[s]) for s in ("train", "val", "test")] == [29000, 1014, 1000]
+    assert 5000 < len(task.src_itos) < 10000 and 4000 < len(task.tgt_itos) < 8000

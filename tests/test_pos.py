@@ -180,3 +180,32 @@ def test_missing_data_says_where_and_how(tmp_path):
 def test_bad_dataset_name():
     with pytest.raises(registry.ConfigError, match="ud_ewt"):
         registry.build("task", "pos", data_dir=".", dataset="ptb")
+
+
+def test_char_cnn_tells_unseen_words_apart_by_spelling(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path / "cache"))
+    data = write_ud(tmp_path / "data")
+    # two test-only words: same <unk> word id, shape and (rare -> <unk>) suffixes
+    test = "".join(_line(i + 1, w, t) for i, (w, t) in
+                   enumerate([("The", "DET"), ("bogs", "NOUN"), ("zebs", "VERB")]))
+    (data / "pos" / "en_ewt-ud-test.conllu").write_text(test + "\n")
+    task = registry.build("task", "pos", data_dir=str(data), dataset="ud_ewt", char_dim=8,
+                          char_filters=16)
+    task.setup()
+    feats, _ = task.splits["test"][0]  # (3, F): word, shape, suffixes, form id
+    itos, table = task.chars["itos"], task.chars["table"]
+    spelled = ["".join(itos[c] for c in table[f] if c) for f in feats[:, -1].tolist()]
+    assert spelled == ["The", "bogs", "<unk>ebs"]  # 'z' never occurs in training
+    assert feats[1, :-1].tolist() == feats[2, :-1].tolist()  # identical but for the form
+    emb = task.build_embedder(16).eval()
+    x, _ = emb(collate_tagged_one(feats))
+    assert not torch.allclose(x[0, 1], x[0, 2])  # the char CNN tells them apart
+    emb.chars = None
+    x, _ = emb(collate_tagged_one(feats))
+    assert torch.allclose(x[0, 1], x[0, 2])
+
+
+def collate_tagged_one(feats: torch.Tensor) -> dict[str, torch.Tensor]:
+    from attnbench.plugins.tasks.pos import collate_tagged
+
+    return collate_tagged([(feats, torch.zeros(len(feats), dtype=torch.long))])

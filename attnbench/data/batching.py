@@ -44,7 +44,7 @@ class EpochShuffle(Sampler[int]):
     ``set_epoch`` on a loader's ``sampler`` / ``batch_sampler.sampler`` every epoch."""
 
     def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
+        self.n, self.seed, self.epoch = n, seed % 2**31, 0  # initial_seed() may be 64-bit
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

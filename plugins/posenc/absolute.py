@@ -60,7 +60,7 @@ class LearnedEncoding(PositionalEncoding):
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         pos = _positions(x, ctx)
-        if x.size(1) > self.max_len:
-            raise ConfigError(f"sequence length {x.size(1)} exceeds posenc.max_len={self.max_len}; "
-                             "raise posenc.max_len")
+        if int(pos.max()) >= self.max_len:
+            raise ConfigError(f"position {int(pos.max())} exceeds posenc.max_len={self.max_len}; "
+                              "raise posenc.max_len")
         return x + self.table(pos)

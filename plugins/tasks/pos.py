@@ -1,10 +1,13 @@
 """Part-of-speech tagging: one UPOS tag per token (UD English EWT, or a synthetic language).
 
 Unknown words: a from-scratch tagger meets many words at test time it never saw in
-training. Two things let it tag them from their form and context instead of guessing:
+training. These let it tag them from their form and context instead of guessing:
   * form features: each token also gets a word-shape id (``Xx``, ``d.d``, ``x-x``, ...,
     computed before lowercasing) and ids for its last 1..``affixes`` characters; the
     embedder sums one embedding per feature;
+  * characters (``char_dim > 0``): a small CNN over each word's characters (width-3
+    convolution, max-pool over the word) adds an embedding learnt from spelling. It runs
+    once per distinct word in a batch, on a char table tensorised once per word type;
   * word dropout: during training a word with training count c is replaced by <unk>
     with probability ``word_dropout / (word_dropout + c)`` (Kiperwasser & Goldberg 2016),
     so the <unk> embedding is trained on rare words, where the form features matter.
@@ -110,11 +113,22 @@ def _ranked_vocab(counts: Counter, min_freq: int, max_size: int | None) -> Vocab
     return Vocab(ranked[:max_size] if max_size else ranked)
 
 
-class Featurizer:
-    """Per-type feature strings: [word, shape?, suffix_1..suffix_k]."""
+def char_table(forms: list[str], chars: Vocab, width: int) -> Tensor:
+    """(len(forms), width) char ids, 0-padded; long words keep their first and last
+    width/2 characters (prefixes and suffixes carry the part of speech)."""
+    half = width // 2
+    rows = [torch.tensor([chars.stoi.get(c, UNK_ID) for c in
+                          (f if len(f) <= width else f[:half] + f[-(width - half):])],
+                         dtype=torch.long) for f in forms]
+    return pad_sequence(rows, batch_first=True, padding_value=0)
 
-    def __init__(self, lowercase: bool, affixes: int, shape: bool):
+
+class Featurizer:
+    """Per-type feature strings: [word, shape?, suffix_1..suffix_k] (+ a form id if chars)."""
+
+    def __init__(self, lowercase: bool, affixes: int, shape: bool, chars: bool = False):
         self.lowercase, self.affixes, self.shape = lowercase, affixes, shape
+        self.chars = chars
         self.columns = (["word"] + (["shape"] if shape else [])
                         + [f"suffix{k}" for k in range(1, affixes + 1)])
 
@@ -136,6 +150,12 @@ def build_payload(raw: dict[str, list[Sentence]], feat: Featurizer, min_freq: in
             counter[s] += c
     vocabs = [_ranked_vocab(col_counts[0], min_freq, max_size)]
     vocabs += [_ranked_vocab(cnt, 2, None) for cnt in col_counts[1:]]  # rare affix -> <unk>
+    char_counts: Counter = Counter()
+    for form, c in type_counts.items():
+        for ch in form:
+            char_counts[ch] += c
+    chars = _ranked_vocab(char_counts, 2, None)  # rare characters -> <unk>
+    forms: dict[str, int] = {"": 0}  # form id 0 = padding (no characters)
     word_counts = torch.tensor([col_counts[0].get(t, 0) for t in vocabs[0].itos])
     tag_id = {t: i for i, t in enumerate(UPOS)}
     splits = {}
@@ -144,26 +164,55 @@ def build_payload(raw: dict[str, list[Sentence]], feat: Featurizer, min_freq: in
         ids = torch.tensor([types.setdefault(w, len(types)) for s, _ in sentences for w in s])
         table = torch.tensor([[v.stoi.get(s, UNK_ID) for v, s in zip(vocabs, feat.strings(w))]
                               for w in types], dtype=torch.long).view(len(types), -1)
+        if feat.chars:  # form ids over all splits: a test word's spelling is input, not label
+            form_ids = torch.tensor([forms.setdefault(w, len(forms)) for w in types],
+                                    dtype=torch.long)
+            table = torch.cat([table, form_ids[:, None]], dim=1)
         tags = torch.tensor([tag_id[t] for _, ts in sentences for t in ts])
         lengths = torch.tensor([len(s) for s, _ in sentences])
         splits[split] = {"feats": table[ids], "tags": tags, "lengths": lengths}  # (T, F)
-    return {"columns": feat.columns, "itos": [v.itos for v in vocabs],
-            "word_counts": word_counts, "splits": splits}
+    payload = {"columns": feat.columns, "itos": [v.itos for v in vocabs],
+               "word_counts": word_counts, "splits": splits}
+    if feat.chars:
+        payload["chars"] = {"itos": chars.itos, "table": char_table(list(forms), chars, 16)}
+    return payload
 
 
 # ----------------------------------------------------------------------------- modules
 
 
-class TaggingEmbedder(nn.Module):
-    """batch -> (sum of word + form-feature embeddings (B, N, d), Ctx); pad id 0."""
+class CharCNN(nn.Module):
+    """Form ids (B, N) -> (B, N, d): char embeddings, width-3 conv, max over the word."""
 
-    def __init__(self, sizes: list[int], d_model: int, drop_p: Tensor):
+    def __init__(self, table: Tensor, n_chars: int, char_dim: int, filters: int, d_model: int):
+        super().__init__()
+        self.register_buffer("table", table, persistent=False)  # (forms, L) char ids
+        self.embed = nn.Embedding(n_chars, char_dim, padding_idx=0)
+        self.conv = nn.Conv1d(char_dim, filters, kernel_size=3, padding=1)
+        self.proj = nn.Linear(filters, d_model)
+
+    def forward(self, forms: Tensor) -> Tensor:
+        uniq, inv = torch.unique(forms, return_inverse=True)  # each distinct word once
+        chars = self.table[uniq]  # (U, L)
+        real = chars != 0
+        h = self.conv(self.embed(chars).transpose(1, 2))  # (U, filters, L)
+        h = h.masked_fill(~real[:, None], float("-inf")).amax(-1)  # (U, filters)
+        h = torch.where(real.any(-1, keepdim=True), h, torch.zeros_like(h))  # padding -> 0
+        return self.proj(torch.relu(h))[inv]  # (B, N, d)
+
+
+class TaggingEmbedder(nn.Module):
+    """batch -> (sum of word + form-feature (+ char CNN) embeddings (B, N, d), Ctx); pad 0."""
+
+    def __init__(self, sizes: list[int], d_model: int, drop_p: Tensor,
+                 chars: CharCNN | None = None):
         super().__init__()
         self.embeds = nn.ModuleList(nn.Embedding(n, d_model, padding_idx=0) for n in sizes)
         for e in self.embeds:
             nn.init.normal_(e.weight, std=d_model ** -0.5)
         self.scale = math.sqrt(d_model / len(sizes))  # the sum keeps unit variance
         self.register_buffer("drop_p", drop_p, persistent=False)  # (V,) per word id
+        self.chars = chars  # reads the form id in the last feature column
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Ctx]:
         tokens, feats = batch["tokens"], batch["feats"]  # (B, N), (B, N, F-1)
@@ -175,7 +224,10 @@ class TaggingEmbedder(nn.Module):
         x = self.embeds[0](words)
         for i, embed in enumerate(self.embeds[1:]):
             x = x + embed(feats[..., i])
-        return x * self.scale, Ctx(key_padding_mask=real)
+        x = x * self.scale
+        if self.chars is not None:
+            x = x + self.chars(feats[..., -1])
+        return x, Ctx(key_padding_mask=real)
 
 
 class TokenClassifier(nn.Module):
@@ -207,17 +259,21 @@ class POS(Task):
     def __init__(self, data_dir: str, dataset: str = "synthetic", batch_size: int = 32,
                  lowercase: bool = True, min_freq: int = 1, max_size: int | None = None,
                  affixes: int = 3, shape: bool = True, word_dropout: float = 0.25,
+                 char_dim: int = 0, char_filters: int = 128,
                  max_len: int = 256, num_workers: int = 0):
         super().__init__(data_dir)
         if dataset not in DATASETS:
             raise ConfigError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
-        if affixes < 0 or word_dropout < 0 or min_freq < 1 or max_len < 1:
-            raise ConfigError("task.affixes and task.word_dropout must be >= 0, task.min_freq "
-                              "and task.max_len >= 1")
+        if affixes < 0 or word_dropout < 0 or min_freq < 1 or max_len < 1 or char_dim < 0:
+            raise ConfigError("task.affixes, task.word_dropout and task.char_dim must be >= 0, "
+                              "task.min_freq and task.max_len >= 1")
+        if char_dim and char_filters < 1:
+            raise ConfigError(f"task.char_filters={char_filters} must be >= 1 with task.char_dim")
+        self.char_dim, self.char_filters = char_dim, char_filters
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
         self.min_freq, self.max_size, self.max_len = min_freq, max_size, max_len
         self.word_dropout = word_dropout
-        self.featurizer = Featurizer(lowercase, affixes, shape)
+        self.featurizer = Featurizer(lowercase, affixes, shape, chars=char_dim > 0)
         self.classes = len(UPOS)
         self.splits: dict[str, SequenceDataset] = {}
         self.cache_path: Path | None = None
@@ -225,8 +281,9 @@ class POS(Task):
 
     def _settings(self) -> dict:
         f = self.featurizer
-        return {"dataset": self.dataset, "lowercase": f.lowercase, "affixes": f.affixes,
-                "shape": f.shape, "min_freq": self.min_freq, "max_size": self.max_size}
+        settings = {"dataset": self.dataset, "lowercase": f.lowercase, "affixes": f.affixes,
+                    "shape": f.shape, "min_freq": self.min_freq, "max_size": self.max_size}
+        return {**settings, "chars": True} if f.chars else settings  # old entries stay valid
 
     def _payload(self) -> dict:
         def build(raw: dict[str, list[Sentence]]) -> dict:
@@ -247,6 +304,7 @@ class POS(Task):
             return
         payload = self._payload()
         self.sizes = [len(itos) for itos in payload["itos"]]
+        self.chars = payload.get("chars")
         counts = payload["word_counts"].float()
         a = self.word_dropout
         self.drop_p = a / (a + counts) if a > 0 else torch.zeros_like(counts)
@@ -266,7 +324,11 @@ class POS(Task):
                           num_workers=self.num_workers)
 
     def build_embedder(self, d_model: int) -> TaggingEmbedder:
-        return TaggingEmbedder(self.sizes, d_model, self.drop_p)
+        chars = None
+        if self.chars is not None:
+            chars = CharCNN(self.chars["table"], len(self.chars["itos"]), self.char_dim,
+                            self.char_filters, d_model)
+        return TaggingEmbedder(self.sizes, d_model, self.drop_p, chars)
 
     def build_head(self, d_model: int) -> TokenClassifier:
         return TokenClassifier(d_model, self.classes)

@@ -79,3 +79,27 @@ class Task:
     def num_samples(self, batch: Any) -> int:
         """How many examples a batch holds (for throughput)."""
         raise NotImplementedError
+
+
+class ClassificationTask(Task):
+    """A task with one class label per example (``batch["label"]``, ``self.classes``):
+    cross-entropy, accuracy and macro-F1."""
+
+    classes: int
+
+    def loss(self, logits: Tensor, batch: Any) -> Tensor:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(logits, batch["label"])
+
+    def metrics(self) -> dict[str, Any]:
+        from torchmetrics import Accuracy, F1Score
+
+        return {"acc": Accuracy(task="multiclass", num_classes=self.classes),
+                "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro")}
+
+    def metric_inputs(self, logits: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
+        return logits.argmax(-1), batch["label"]
+
+    def num_samples(self, batch: Any) -> int:
+        return batch["label"].size(0)

@@ -29,7 +29,7 @@ from attnbench.data.images import (
 from attnbench.data.text import DataError
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
-from attnbench.task import Task
+from attnbench.task import ClassificationTask
 
 DATASETS = ("digits", "mnist", "cifar10")
 POOLINGS = ("cls", "mean")
@@ -100,7 +100,7 @@ class ImageHead(nn.Module):
 
 
 @register("task", "image")
-class ImageClassification(Task):
+class ImageClassification(ClassificationTask):
     """Image classification on patches: task.dataset=digits (built in), mnist or cifar10.
 
     task.shift > 0 augments training images by a random translation of up to that many
@@ -164,17 +164,3 @@ class ImageClassification(Task):
     def build_head(self, d_model: int) -> ImageHead:
         return ImageHead(d_model, self.classes, self.pooling)
 
-    def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(logits, batch["label"])
-
-    def metrics(self) -> dict:
-        from torchmetrics import Accuracy, F1Score
-
-        return {"acc": Accuracy(task="multiclass", num_classes=self.classes),
-                "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro")}
-
-    def metric_inputs(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return logits.argmax(-1), batch["label"]
-
-    def num_samples(self, batch: dict[str, Tensor]) -> int:
-        return batch["label"].size(0)

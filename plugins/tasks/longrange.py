@@ -19,7 +19,6 @@ from __future__ import annotations
 import random
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
@@ -30,7 +29,7 @@ from attnbench.data.text import DataError, Vocab
 from attnbench.nn.ctx import Ctx
 from attnbench.nn.embed import TokenEmbedder
 from attnbench.registry import ConfigError
-from attnbench.task import Task
+from attnbench.task import ClassificationTask
 
 DATASETS = ("adding", "listops")
 POOLINGS = ("mean", "last")
@@ -175,7 +174,7 @@ class SequenceHead(nn.Module):
 
 
 @register("task", "longrange")
-class LongRange(Task):
+class LongRange(ClassificationTask):
     """Synthetic long-range classification: task.dataset=adding or listops, task.length."""
 
     def __init__(self, data_dir: str, dataset: str = "adding", length: int = 128,
@@ -231,18 +230,4 @@ class LongRange(Task):
     def build_head(self, d_model: int) -> SequenceHead:
         return SequenceHead(d_model, self.classes, self.pooling)
 
-    def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(logits, batch["label"])
-
-    def metrics(self) -> dict:
-        from torchmetrics import Accuracy, F1Score
-
-        return {"acc": Accuracy(task="multiclass", num_classes=self.classes),
-                "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro")}
-
-    def metric_inputs(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return logits.argmax(-1), batch["label"]
-
-    def num_samples(self, batch: dict[str, Tensor]) -> int:
-        return batch["label"].size(0)
 

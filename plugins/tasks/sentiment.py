@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -22,7 +21,7 @@ from attnbench.data.cache import cached, pack, unpack
 from attnbench.data.text import DataError, Vocab, find_file, open_text, read_tsv
 from attnbench.nn.embed import PooledClassifier, TokenEmbedder
 from attnbench.registry import ConfigError
-from attnbench.task import Task
+from attnbench.task import ClassificationTask
 
 DATASETS = ("synthetic", "sst2")
 SPLIT_FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
@@ -115,7 +114,7 @@ def build_payload(raw: dict[str, Rows], lowercase: bool, min_freq: int,
 
 
 @register("task", "sentiment")
-class Sentiment(Task):
+class Sentiment(ClassificationTask):
     """Binary sentence sentiment: task.dataset=synthetic (built in) or sst2 (from data_dir)."""
 
     def __init__(self, data_dir: str, dataset: str = "synthetic", batch_size: int = 64,
@@ -176,18 +175,6 @@ class Sentiment(Task):
 
     def build_head(self, d_model: int) -> PooledClassifier:
         return PooledClassifier(d_model, self.classes)
-
-    def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(logits, batch["label"])
-
-    def metrics(self) -> dict:
-        from torchmetrics import Accuracy, F1Score
-
-        return {"acc": Accuracy(task="multiclass", num_classes=self.classes),
-                "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro")}
-
-    def metric_inputs(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return logits.argmax(-1), batch["label"]
 
     def save_predictions(self, split: str, outputs: list[Tensor], out_dir: Path) -> Path:
         """GLUE submission format: 'index<TAB>prediction' in data order (the eval sampler

@@ -117,7 +117,11 @@ def test_cfg_job_and_help_list_plugins():
 def test_experiment_preset_composes():
     result = cli("experiment=sentiment_quick", "--cfg", "job")
     assert result.returncode == 0, result.stderr
-    assert "d_model: 64" in result.stdout and "max_epochs: 3" in result.stdout
+    assert "d_model: 64" in result.stdout and "max_epochs: 8" in result.stdout
+    # the preset's values win over config.yaml's own (seed, optim), the command line over both
+    assert "seed: 1" in result.stdout and "warmup_steps: 20" in result.stdout
+    again = cli("experiment=sentiment_quick", "seed=7", "--cfg", "job")
+    assert "seed: 7" in again.stdout
 
 
 def test_failed_run_leaves_earlier_results_alone(tmp_path):

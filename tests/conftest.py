@@ -24,12 +24,17 @@ def fast_dev_run(overrides: list[str], output_dir: Path) -> dict:
     return run(cfg)
 
 
+# The installed console script. Not `python -m attnbench`: run from the repository root that
+# would import the source tree, whose plugins/ and conf/ only exist in the installed package.
+ATTNBENCH = [str(Path(sys.executable).with_name("attnbench"))]
+
+
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None,
         timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the installed console script (falls back to ``python -m attnbench``)."""
+    """Run the installed ``attnbench`` console script."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "attnbench", *args], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=timeout)
+    return subprocess.run([*ATTNBENCH, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import sysconfig
 
-import pytest
 from conftest import REPO
 
 
-@pytest.mark.slow
 def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     wheels = tmp_path / "wheels"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",

@@ -6,10 +6,9 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import ATTNBENCH, REPO, SHARED_DATA
 
 README = (REPO / "README.md").read_text()
 QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -47,7 +46,7 @@ def _run(line: str, cwd, extra: list[str] = ()) -> subprocess.CompletedProcess:
             value = str(SHARED_DATA)
         env[key] = value
     assert words[0] == "attnbench"
-    cmd = [sys.executable, "-m", "attnbench", *words[1:], *extra]
+    cmd = [*ATTNBENCH, *words[1:], *extra]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 

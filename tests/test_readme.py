@@ -40,6 +40,7 @@ def _command_lines() -> list[str]:
 def _run(line: str, cwd, extra: list[str] = ()) -> subprocess.CompletedProcess:
     words = shlex.split(line, comments=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    env.pop("ATTNBENCH_OUTPUT", None)  # the examples write to ./outputs, as a user's would
     while "=" in words[0]:
         key, value = words.pop(0).split("=", 1)
         if value == "/path/to/data":

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -31,8 +32,10 @@ CUSTOM = textwrap.dedent('''
 
 
 def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    # cwd away from the repository root, whose attnbench/ is the uninstalled source tree
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+                          env={**os.environ, **(env or {})}, timeout=300,
+                          cwd=tempfile.gettempdir())
 
 
 @pytest.fixture

@@ -132,3 +132,30 @@ def test_failed_run_leaves_earlier_results_alone(tmp_path):
                      "posenc.max_len=4"], tmp_path))
     assert (tmp_path / "summary.json").read_text() == before
     assert json.loads(before)["metrics"] == pytest.approx(first["metrics"])
+
+
+def _combinations() -> list[tuple[str, str]]:
+    from attnbench import available
+
+    return [(a, p) for a in available("attention") for p in available("posenc")]
+
+
+@pytest.mark.parametrize(("attention", "posenc"), _combinations())
+def test_every_attention_posenc_combination(attention, posenc, tmp_path):
+    """Each built-in attention × posenc on the default task: it runs, or it is refused before
+    training with a one-line reason (graph needs edges; linear takes no relative posenc)."""
+    from attnbench import registry
+
+    attn = registry.get("attention", attention).cls
+    refused = attn.needs_graph or (registry.get("posenc", posenc).cls.relative
+                                   and not attn.supports_relative_posenc)
+    overrides = [f"attention={attention}", f"posenc={posenc}", "model.d_model=16",
+                 "model.heads=2", "model.layers=1"]
+    if refused:
+        with pytest.raises(registry.ConfigError) as err:
+            fast_dev_run(overrides, tmp_path)
+        assert "\n" not in str(err.value)
+        return
+    summary = fast_dev_run(overrides, tmp_path)
+    assert summary["plugins"]["attention"]["name"] == attention
+    assert summary["plugins"]["posenc"]["name"] == posenc

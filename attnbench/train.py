@@ -49,7 +49,8 @@ def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torc
     if task.seq2seq and not hasattr(model_plugin.cls, "decode"):
         raise registry.ConfigError(
             f"model={model_name} has no encoder-decoder, which this sequence-to-sequence task "
-            "needs; use model=transformer or model=rnn")
+            f"needs; models that have one: "
+            f"{', '.join(p.name for p in registry.plugins('model') if hasattr(p.cls, 'decode'))}")
     wants = {p.name for p in model_plugin.params}
     extra: dict[str, Any] = {"task": task} if "task" in wants else {}
     if "posenc" in wants:

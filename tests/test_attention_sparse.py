@@ -247,7 +247,7 @@ def test_truncated_trains_on_sentiment(tmp_path):
 def test_graph_refused_on_sentiment(tmp_path):
     from conftest import fast_dev_run
 
-    with pytest.raises(ConfigError, match="task=graph"):
+    with pytest.raises(ConfigError, match="tasks that give edges: graph"):
         fast_dev_run(["attention=graph"], tmp_path)
 
 

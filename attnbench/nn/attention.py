@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from attnbench import registry
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -41,10 +42,14 @@ class Attention(nn.Module):
             raise ConfigError(f"attention {name!r} cannot do cross-attention")
         if relative_posenc and not cls.supports_relative_posenc:
             raise ConfigError(f"attention {name!r} cannot take a relative positional "
-                                 "encoding; use posenc=none, sinusoidal or learned")
+                                 "encoding; use one of posenc="
+                              + ", ".join(p.name for p in registry.plugins("posenc")
+                                          if not p.cls.relative))
         if cls.needs_graph and not graph:
             raise ConfigError(f"attention {name!r} needs graph edges, and this task gives "
-                                 "none; use it with task=graph")
+                                 "none; tasks that give edges: "
+                              + ", ".join(p.name for p in registry.plugins("task")
+                                          if p.cls.gives_edges))
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:

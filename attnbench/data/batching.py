@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class SequenceDataset(Dataset):
@@ -83,3 +83,13 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches.extend(chunk.split(self.batch_size))
         for i in torch.randperm(len(batches), generator=self.sampler.generator()).tolist():
             yield batches[i].tolist()
+
+
+def bucketed_loader(dataset, batch_size: int, train: bool, collate_fn,
+                    num_workers: int = 0) -> DataLoader:
+    """A DataLoader over a dataset with ``.lengths``: length-bucketed batches, shuffled by
+    (seed, epoch) for training (the seed is the one seed_everything set), in order otherwise."""
+    sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=train,
+                                 seed=torch.initial_seed())
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn,
+                      num_workers=num_workers)

@@ -151,7 +151,7 @@ class ImageClassification(ClassificationTask):
 
     def dataloader(self, split: str) -> DataLoader:
         ds = self.splits[split]
-        order = (EpochShuffle(len(ds), seed=torch.initial_seed() % 2**31) if split == "train"
+        order = (EpochShuffle(len(ds), seed=torch.initial_seed()) if split == "train"
                  else SequentialSampler(ds))
         return DataLoader(ds, batch_sampler=BatchSampler(order, self.batch_size, False),
                           collate_fn=identity_collate, num_workers=self.num_workers)

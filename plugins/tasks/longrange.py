@@ -212,7 +212,7 @@ class LongRange(ClassificationTask):
                 self.splits[split] = BatchDataset(tokens=tokens, lengths=lengths, label=y)
 
     def dataloader(self, split: str) -> DataLoader:
-        ds, seed = self.splits[split], torch.initial_seed() % 2**31
+        ds, seed = self.splits[split], torch.initial_seed()
         if "lengths" in ds.tensors:  # listops: batch similar lengths to cut padding
             sampler = BucketBatchSampler(ds.tensors["lengths"], self.batch_size,
                                          shuffle=split == "train", seed=seed)

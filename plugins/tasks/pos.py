@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 
 from attnbench import register
-from attnbench.data.batching import BucketBatchSampler, SequenceDataset
+from attnbench.data.batching import SequenceDataset, bucketed_loader
 from attnbench.data.cache import cached, unpack
 from attnbench.data.conllu import UPOS, Sentence, read_conllu
 from attnbench.data.text import PAD, UNK, Vocab, find_file
@@ -317,11 +317,8 @@ class POS(Task):
             self.splits[split] = SequenceDataset(seqs, tags)
 
     def dataloader(self, split: str) -> DataLoader:
-        ds = self.splits[split]
-        sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=split == "train",
-                                     seed=torch.initial_seed() % 2**31)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_tagged,
-                          num_workers=self.num_workers)
+        return bucketed_loader(self.splits[split], self.batch_size, split == "train",
+                               collate_tagged, self.num_workers)
 
     def build_embedder(self, d_model: int) -> TaggingEmbedder:
         chars = None

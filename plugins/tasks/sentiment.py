@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from attnbench import register
-from attnbench.data.batching import BucketBatchSampler, SequenceDataset, collate_padded
+from attnbench.data.batching import SequenceDataset, bucketed_loader, collate_padded
 from attnbench.data.cache import cached, pack, unpack
 from attnbench.data.text import DataError, Vocab, find_file, open_text, read_tsv
 from attnbench.nn.embed import PooledClassifier, TokenEmbedder
@@ -164,11 +164,8 @@ class Sentiment(ClassificationTask):
                 self.unlabeled_splits = (*self.unlabeled_splits, split)
 
     def dataloader(self, split: str) -> DataLoader:
-        ds = self.splits[split]
-        sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=split == "train",
-                                     seed=torch.initial_seed() % 2**31)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_padded,
-                          num_workers=self.num_workers)
+        return bucketed_loader(self.splits[split], self.batch_size, split == "train",
+                               collate_padded, self.num_workers)
 
     def build_embedder(self, d_model: int) -> TokenEmbedder:
         return TokenEmbedder(len(self.vocab), d_model)

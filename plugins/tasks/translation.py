@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from attnbench import register
-from attnbench.data.batching import BucketBatchSampler
+from attnbench.data.batching import bucketed_loader
 from attnbench.data.cache import cached, pack, unpack
 from attnbench.data.parallel import (
     BOS,
@@ -237,11 +237,8 @@ class Translation(Task):
             self.splits[split] = ParallelDataset(src, tgt, d["refs"])
 
     def dataloader(self, split: str) -> DataLoader:
-        ds = self.splits[split]
-        sampler = BucketBatchSampler(ds.lengths, self.batch_size, shuffle=split == "train",
-                                     seed=torch.initial_seed() % 2**31)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_parallel,
-                          num_workers=self.num_workers)
+        return bucketed_loader(self.splits[split], self.batch_size, split == "train",
+                               collate_parallel, self.num_workers)
 
     # ------------------------------------------------------------------ model pieces
     def build_embedder(self, d_model: int) -> Seq2SeqEmbedder:

@@ -122,7 +122,9 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     stats = RunStats()
     callbacks = [
         RichProgressBar(refresh_rate=10),  # redraws/s; the default 100 costs ~7% of a CPU step
-        ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0),
+        # last.ckpt after every epoch (save_last with save_top_k=0 only writes it at the end)
+        ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", save_top_k=1,
+                        enable_version_counter=False),
         ReseedEachStep(cfg.seed),
         stats,
         *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import cli, compose, fast_dev_run
@@ -159,3 +160,19 @@ def test_every_attention_posenc_combination(attention, posenc, tmp_path):
     summary = fast_dev_run(overrides, tmp_path)
     assert summary["plugins"]["attention"]["name"] == attention
     assert summary["plugins"]["posenc"]["name"] == posenc
+
+
+class SeenCheckpoints(Callback):
+    seen: list = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        path = trainer.checkpoint_callback.dirpath
+        SeenCheckpoints.seen.append(sorted(p.name for p in Path(path).glob("*.ckpt"))
+                                    if Path(path).is_dir() else [])
+
+
+def test_last_checkpoint_is_written_after_every_epoch(tmp_path):
+    SeenCheckpoints.seen = []
+    run(compose([*SMALL, "trainer.max_epochs=3", "logger=none",
+                 f"+callbacks.seen._target_={__name__}.SeenCheckpoints"], tmp_path))
+    assert SeenCheckpoints.seen == [[], ["last.ckpt"], ["last.ckpt"]]

@@ -107,6 +107,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     plugins = selected(cfg)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; in-process callers may not
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     task_name, task_params = plugins["task"]

@@ -2,9 +2,13 @@
 memory of every registered attention variant over sequence lengths, next to two baselines:
 
   sdpa_ref         bare F.scaled_dot_product_attention behind the same q/k/v/out projections
+  dense_ref        the same attention computed the textbook way, softmax(q·kᵀ/√d)·v with the
+                   (B, h, N, N) scores materialised: what exact attention costs without a
+                   fused kernel
   graph_dense_ref  graph attention through a dense boolean (B, 1, N, N) mask + SDPA
 
-Time: the median of ``--repeats`` forward+backward passes after ``--warmup`` passes.
+Time: the median of the timed forward+backward passes after ``--warmup`` passes: at least
+``--repeats`` of them, and more until they add up to ``--min-time`` seconds (small sizes).
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was allocated before
 the pass; on CPU, the profiler's allocation events (``profile_memory=True``): each carries
 the running total of CPU tensor memory allocated since profiling began, and the peak is the
@@ -36,7 +40,7 @@ from attnbench import registry
 from attnbench.nn.attention import merge_heads, split_heads
 from attnbench.nn.ctx import Ctx
 
-REFERENCES = ("sdpa_ref", "graph_dense_ref")
+REFERENCES = ("sdpa_ref", "dense_ref", "graph_dense_ref")
 DEFAULT_SIZES = (256, 1024, 4096, 8192)
 
 
@@ -57,6 +61,17 @@ class SdpaRef(nn.Module):
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(query).chunk(3, dim=-1))
         mask = self.mask(ctx, q.size(0), q.size(2), q.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, hd)
+        return self.out(merge_heads(y)), None
+
+
+class DenseRef(SdpaRef):
+    """Exact attention with the N×N scores and weights stored (the eager formulation)."""
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx,
+                need_weights: bool = False) -> tuple[Tensor, None]:
+        q, k, v = (split_heads(t, self.heads) for t in self.qkv(query).chunk(3, dim=-1))
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, h, N, N)
+        y = scores.softmax(dim=-1) @ v  # (B, h, N, hd)
         return self.out(merge_heads(y)), None
 
 
@@ -153,15 +168,17 @@ def measure(module: nn.Module, n: int, args: argparse.Namespace, edges: Tensor |
         module.zero_grad(set_to_none=True)
         x.grad = None
 
-    times = []
-    for i in range(args.warmup + args.repeats):
+    times: list[float] = []
+    passes = 0
+    while len(times) < args.repeats or sum(times) < args.min_time:
         clear()
         _sync(device)
         start = time.perf_counter()
         step()
         _sync(device)
         seconds = time.perf_counter() - start
-        if i >= args.warmup:
+        passes += 1
+        if passes > args.warmup:
             times.append(seconds)
         if seconds > args.time_limit:  # too slow to repeat: report the one pass
             times = times or [seconds]
@@ -175,6 +192,8 @@ def measure(module: nn.Module, n: int, args: argparse.Namespace, edges: Tensor |
 def build_variant(name: str, args: argparse.Namespace) -> nn.Module:
     if name == "sdpa_ref":
         return SdpaRef(args.d_model, args.heads)
+    if name == "dense_ref":
+        return DenseRef(args.d_model, args.heads)
     if name == "graph_dense_ref":
         return GraphDenseRef(args.d_model, args.heads)
     plugin = registry.get("attention", name)
@@ -244,8 +263,9 @@ def ratios(rows: list[Row], sizes: list[int], extra: dict[str, float]) -> dict[s
                                                   / _get(rows, "sdpa_ref", n, "time_ms"))
     found[f"dot/truncated time (speed-up) @N={top}"] = (_get(rows, "dot", top, "time_ms")
                                                          / _get(rows, "truncated", top, "time_ms"))
-    found[f"dot/truncated peak memory @N={top}"] = (_get(rows, "dot", top, "peak_mb")
-                                                    / _get(rows, "truncated", top, "peak_mb"))
+    for ref in ("dot", "dense_ref"):
+        found[f"truncated/{ref} peak memory @N={top}"] = (
+            _get(rows, "truncated", top, "peak_mb") / _get(rows, ref, top, "peak_mb"))
     if len(sizes) > 1:
         prev = sorted(sizes)[-2]
         found[f"truncated time growth N={prev}->{top} (x{top / prev:g} length)"] = (
@@ -262,7 +282,8 @@ def additive_probe(args: argparse.Namespace, device: torch.device) -> dict[str, 
     """additive's peak memory at the issue's setting: N=4096, d=64, batch 1, 1 head."""
     n = 4096 if max(args.sizes) >= 4096 else max(args.sizes)
     probe = argparse.Namespace(**{**vars(args), "d_model": 64, "heads": 1, "batch": 1,
-                                  "warmup": 0, "repeats": 1})
+                                  "warmup": 0, "repeats": 1,
+                                  "min_time": 0.0})
     key = f"additive peak MiB @N={n},d=64,B=1,h=1"
     try:
         torch.manual_seed(0)
@@ -282,7 +303,8 @@ def print_table(rows: list[Row], found: dict[str, float], args: argparse.Namespa
     table = Table(title=f"attention forward+backward on {args.device}, "
                         f"{torch.get_num_threads()} thread(s) (batch={args.batch}, "
                         f"heads={args.heads}, d_model={args.d_model}, window={args.window}, "
-                        f"degree={args.degree}, median of {args.repeats})")
+                        f"degree={args.degree}, median of >= {args.repeats} passes "
+                        f"and >= {args.min_time:g} s)")
     for col, just in (("variant", "left"), ("N", "right"), ("fwd+bwd ms", "right"),
                       ("peak MiB", "right"), ("note", "left")):
         table.add_column(col, justify=just)
@@ -362,7 +384,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=64, help="window of variants that take one")
     p.add_argument("--degree", type=int, default=8, help="average degree of the random graph")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes (median reported)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed passes at least (median reported)")
+    p.add_argument("--min-time", type=float, default=0.5,
+                   help="seconds: time more passes until they add up to this much")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes before timing")
     p.add_argument("--time-limit", type=float, default=60.0,
                    help="seconds; a pass slower than this stops that variant's larger sizes")

@@ -1,4 +1,5 @@
-"""The ``attnbench`` console script: train (the default verb), list, bench, download.
+"""The ``attnbench`` console script: train (the default verb), list, bench, download,
+report.
 
 Startup stays light: ``list`` and ``--help`` import plugins (torch) and Hydra, never
 Lightning, torchmetrics or wandb; a run imports the training stack when it starts.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from attnbench import registry
 
-USAGE_VERBS = ("train", "list", "bench", "download")
+USAGE_VERBS = ("train", "list", "bench", "download", "report")
 
 
 def _fail(message: str) -> None:
@@ -93,7 +94,8 @@ attnbench: compare attention mechanisms. Compose a run by naming plugins:
   attnbench task=sentiment model=transformer attention=dot posenc=sinusoidal seed=1
 Set a plugin's parameters with <group>.<param>=value (attention.dropout=0.1).
 Other verbs: `attnbench list [KIND] [PATTERN]` shows plugins and their parameters;
-`attnbench bench attention|startup|throughput` runs the benchmarks.
+`attnbench bench attention|startup|throughput` runs the benchmarks;
+`attnbench report DIR` tabulates the summary.json files of runs (mean ± std over seeds).
 """
 HELP_FOOTER = """\
 Sweep with -m (attnbench -m posenc=none,sinusoidal,learned); print the composed
@@ -140,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.data.download import main as download_main
 
             return download_main(argv)
+        if verb == "report":
+            from attnbench.report import main as report_main
+
+            return report_main(argv)
         if verb == "bench" and argv[:1] in (["startup"], ["throughput"]):
             from attnbench.perf import main as perf_main
 

@@ -9,7 +9,6 @@ Models are built on the meta device: counting costs no memory and almost no time
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -104,17 +103,13 @@ def reference_params(plugins: Plugins, task, reference: dict[str, Any]) -> int:
 def match_widths(plugins: Plugins, task, reference: dict[str, Any] | None = None,
                  tolerance: float = 0.1, width_key: str = "d_model") -> Plugins:
     """The selected plugins with the model's width set to match the reference's parameter
-    count. The reference model itself (same name) is left exactly as configured, with a
-    warning when that configuration is off the reference's budget."""
+    count. The reference model itself (same name) is built as the reference: its
+    ``match_params.reference`` parameters replace the model's own."""
     reference = dict(reference or {"_name_": "transformer"})
     name = plugins["model"][0]
-    target = reference_params(plugins, task, reference)
     if name == reference.get("_name_", "transformer"):
-        n = count_params(plugins, task)
-        if abs(n - target) > tolerance * target:
-            warnings.warn(f"match_params: model {name!r} as configured has {n:,} parameters, "
-                          f"the reference {target:,}; set model.* like match_params.reference",
-                          stacklevel=2)
-        return plugins
+        shape = {k: v for k, v in reference.items() if k != "_name_"}
+        return {**plugins, "model": (name, {**plugins["model"][1], **shape})}
+    target = reference_params(plugins, task, reference)
     width, _ = match_width(plugins, task, target, tolerance, width_key)
     return _with_width(plugins, width_key, width)

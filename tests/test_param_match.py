@@ -64,11 +64,13 @@ def test_meta_count_equals_real_count(setups):
         assert count_params(chosen, task) == lit_model_params(chosen, task)
 
 
-def test_reference_is_left_as_configured(setups):
+def test_reference_model_is_built_as_the_reference(setups):
     _, plugins, task = setups["sentiment"]
-    chosen = {**plugins, "model": ("transformer", {"d_model": 64})}
-    with pytest.warns(UserWarning, match="as configured"):
-        assert match_widths(chosen, task, reference={"_name_": "transformer"}) == chosen
+    chosen = {**plugins, "model": ("transformer", {"d_model": 64, "dropout": 0.3})}
+    reference = {"_name_": "transformer", "d_model": 32, "layers": 1}
+    matched = match_widths(chosen, task, reference=reference)
+    assert matched["model"] == ("transformer", {"d_model": 32, "layers": 1, "dropout": 0.3})
+    assert count_params(matched, task) == reference_params(plugins, task, reference)
 
 
 def test_width_respects_heads_when_matching_a_transformer(setups):
@@ -91,10 +93,24 @@ def test_unknown_reference_parameter_is_rejected(setups):
                      reference={"_name_": "transformer", "hedas": 4})
 
 
-def test_preset_reference_is_the_transformer_default(setups):
-    """The sweep's transformer runs use model.* defaults: they must be the reference."""
-    cfg, plugins, task = setups["sentiment"]
-    reference = OmegaConf.to_container(cfg.match_params.reference)
-    assert reference.pop("_name_") == "transformer"
-    defaults = registry.get("model", "transformer").options
-    assert {k: defaults[k] for k in reference} == reference
+@pytest.mark.parametrize("preset,task_name", [
+    ("compare_backbones", "sentiment"), ("compare_sst2", "sentiment"),
+    ("compare_digits", "image"), ("compare_pos", "pos")])
+def test_every_compare_preset_matches_its_backbones(tmp_path, preset, task_name):
+    """Each per-task comparison preset composes, and every backbone lands within 10% of the
+    transformer run of the same sweep (which is built as the reference)."""
+    from attnbench.train import selected
+
+    counts = {}
+    for model in ("transformer", *BACKBONES):
+        extra = [] if task_name == "image" else ["task.dataset=synthetic"]
+        cfg = compose([f"experiment={preset}", f"model={model}", *extra], tmp_path)
+        assert cfg.task._name_ == task_name
+        plugins = selected(cfg)
+        task_params = plugins["task"][1]
+        task = registry.build("task", task_name, data_dir=str(cfg.data_dir), **task_params)
+        task.setup()
+        matched = match_widths(plugins, task, **OmegaConf.to_container(cfg.match_params))
+        counts[model] = count_params(matched, task)
+    target = counts["transformer"]
+    assert all(abs(n - target) <= 0.1 * target for n in counts.values()), counts

@@ -125,6 +125,20 @@ def test_experiment_preset_composes():
     assert "seed: 7" in again.stdout
 
 
+PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment")
+                 .glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_experiment_preset_selects_valid_plugin_parameters(preset, tmp_path):
+    """A typo in a preset (a parameter the plugin does not take) fails here, not in a sweep."""
+    from attnbench.train import selected
+
+    cfg = compose([f"experiment={preset}"], tmp_path)
+    plugins = selected(cfg)
+    assert set(plugins) == {"task", "model", "attention", "posenc"}
+
+
 def test_failed_run_leaves_earlier_results_alone(tmp_path):
     first = run(compose([*SMALL, "trainer.max_epochs=1", "logger=none"], tmp_path))
     before = (tmp_path / "summary.json").read_text()

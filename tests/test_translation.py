@@ -321,3 +321,20 @@ def test_multi30k_shared_data_reads(shared_data, tmp_path, monkeypatch):
     task.setup()
     assert [len(task.splits[s]) for s in ("train", "val", "test")] == [29000, 1014, 1000]
     assert 5000 < len(task.src_itos) < 10000 and 4000 < len(task.tgt_itos) < 8000
+
+
+def test_validation_decodes_with_val_beam_and_test_with_beam(tmp_path, monkeypatch):
+    """Greedy validation each epoch (cheap), the configured beam for the test scores."""
+    translation = type(registry.build("task", "translation", data_dir="."))
+    real_generate, beams = translation.generate, []
+
+    def generate(self, model, memory, src_ctx, beam_size=None):
+        trainer = model.trainer
+        stage = "test" if trainer.testing else ("predict" if trainer.predicting else "val")
+        beams.append((stage, beam_size))
+        return real_generate(self, model, memory, src_ctx, beam_size)
+
+    monkeypatch.setattr(translation, "generate", generate)
+    fast_dev_run(["task=translation", "model=rnn", "model.d_model=16", "task.beam_size=3",
+                  "task.val_beam_size=1"], tmp_path)
+    assert dict(beams) == {"val": 1, "test": 3, "predict": 3}

@@ -163,8 +163,9 @@ def _bleu_metric(lowercase: bool):
 class Translation(Task):
     """Seq2seq translation: task.dataset=synthetic (built in) or multi30k (source -> target).
 
-    beam_size=1 decodes greedily; length_penalty is GNMT's alpha. max_len caps the tokens of a
-    training sentence and of a generated translation.
+    Test (and predict) decodes with beam_size (1 = greedy), validation with val_beam_size
+    (greedy by default: a beam search every epoch is slow on a CPU); length_penalty is GNMT's
+    alpha. max_len caps the tokens of a training sentence and of a generated translation.
     """
 
     monitor = "val/bleu"
@@ -175,17 +176,17 @@ class Translation(Task):
                  target: str = "en", shared_vocab: bool = False, tie_embeddings: bool = True,
                  lowercase: bool = True, min_freq: int = 2, max_size: int | None = None,
                  max_len: int = 64, batch_size: int = 64, beam_size: int = 1,
-                 length_penalty: float = 0.6, label_smoothing: float = 0.1,
-                 num_workers: int = 0):
+                 val_beam_size: int = 1, length_penalty: float = 0.6,
+                 label_smoothing: float = 0.1, num_workers: int = 0):
         super().__init__(data_dir)
         if dataset not in DATASETS:
             raise ConfigError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
         if source == target:
             raise ConfigError(f"task.source and task.target are both {source!r}; "
                               "translate between two languages (e.g. de -> en)")
-        if min_freq < 1 or max_len < 1 or batch_size < 1 or beam_size < 1:
-            raise ConfigError("task.min_freq, task.max_len, task.batch_size and task.beam_size "
-                              "must be >= 1")
+        if min(min_freq, max_len, batch_size, beam_size, val_beam_size) < 1:
+            raise ConfigError("task.min_freq, task.max_len, task.batch_size, task.beam_size and "
+                              "task.val_beam_size must be >= 1")
         if not 0.0 <= label_smoothing < 1.0 or length_penalty < 0:
             raise ConfigError("task.label_smoothing must be in [0, 1) and task.length_penalty "
                               ">= 0")
@@ -193,7 +194,8 @@ class Translation(Task):
         self.shared_vocab, self.tie_embeddings = shared_vocab, tie_embeddings
         self.lowercase, self.min_freq, self.max_size = lowercase, min_freq, max_size
         self.max_len, self.batch_size, self.num_workers = max_len, batch_size, num_workers
-        self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.beam_size, self.val_beam_size = beam_size, val_beam_size
+        self.length_penalty = length_penalty
         self.label_smoothing = label_smoothing
         self.splits: dict[str, ParallelDataset] = {}
         self.cache_path: Path | None = None
@@ -265,13 +267,17 @@ class Translation(Task):
         h, _ = backbone.decode(y, memory, src_ctx)
         out = {"logits": model.head(h, Ctx())}
         if not model.training:
-            out["generated"] = self.generate(model, memory, src_ctx)
+            trainer = getattr(model, "_trainer", None)  # None outside a Trainer
+            final = trainer is None or trainer.testing or trainer.predicting
+            beam = self.beam_size if final else self.val_beam_size
+            out["generated"] = self.generate(model, memory, src_ctx, beam)
         return out
 
-    def generate(self, model: nn.Module, memory: Tensor, src_ctx: Ctx) -> Tensor:
-        """Token ids (B, L) after <s>: greedy (beam_size=1) or beam search, incremental."""
+    def generate(self, model: nn.Module, memory: Tensor, src_ctx: Ctx,
+                 beam_size: int | None = None) -> Tensor:
+        """Token ids (B, L) after <s>: greedy (beam 1) or beam search, incremental."""
         B, S = memory.shape[:2]
-        K = self.beam_size
+        K = beam_size or self.beam_size
         max_len = min(self.max_len + 1, int(1.5 * S) + 10)  # + 1: room for </s>
         mask = src_ctx.key_padding_mask
         if K > 1:  # row b*K + k is beam k of example b

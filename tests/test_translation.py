@@ -179,6 +179,25 @@ def test_incremental_decoding_matches_full_redecoding(model, attention, posenc, 
     assert torch.equal(fast, slow[:, :fast.size(1)])
 
 
+@pytest.mark.parametrize("attention", ["dot", "multihead", "additive"])
+def test_transformer_decoder_caches_projected_keys_and_values(attention):
+    """Cross-attention keys/values are projected once per sentence; self-attention's grow by
+    one position per step (not re-projected from the prefix)."""
+    task, lit = build("transformer", attention)
+    batch = batch_of(task, 4)
+    with torch.no_grad():
+        x, src_ctx = lit.embedder.source(batch["src"])
+        memory = lit.backbone.encode(x, src_ctx)
+        y = lit.embedder.target(batch["tgt"][:, :3])
+        _, cache = lit.backbone.decode(y[:, :1], memory, src_ctx)
+        cross_k = [layer["cross"]["k"] for layer in cache["layers"]]
+        for t in (1, 2):
+            _, cache = lit.backbone.decode(y[:, t:t + 1], memory, src_ctx, cache)
+    for layer, k in zip(cache["layers"], cross_k):
+        assert layer["cross"]["k"] is k and k.size(-2) == memory.size(1)
+        assert layer["self"]["k"].size(-2) == 3 and "inputs" not in layer
+
+
 @pytest.mark.parametrize("model", ["transformer", "rnn"])
 def test_beam_size_one_equals_greedy_on_the_model(model):
     task, lit = build(model)

@@ -23,6 +23,7 @@ class Attention(nn.Module):
     supports_cross = True
     needs_graph = False
     supports_relative_posenc = True
+    supports_kv_cache = False  # keeps projected keys/values in ctx.kv_cache when decoding
 
     def __init__(self, d_model: int, heads: int):
         super().__init__()
@@ -50,6 +51,26 @@ class Attention(nn.Module):
                                  "none; tasks that give edges: "
                               + ", ".join(p.name for p in registry.plugins("task")
                                           if p.cls.gives_edges))
+
+
+def cached_kv(ctx: Ctx) -> tuple[Tensor, Tensor] | None:
+    """The projected (k, v) of a static (cross-attention) cache, once it holds them."""
+    cache = ctx.kv_cache
+    if cache is not None and cache.get("static") and "k" in cache:
+        return cache["k"], cache["v"]
+    return None
+
+
+def extend_kv(ctx: Ctx, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Store freshly projected k, v (B, h, N, ·) in ctx.kv_cache (appended after the
+    cached positions unless static) and return all the keys/values to attend."""
+    cache = ctx.kv_cache
+    if cache is None:
+        return k, v
+    if not cache.get("static") and "k" in cache:
+        k, v = torch.cat([cache["k"], k], dim=-2), torch.cat([cache["v"], v], dim=-2)
+    cache["k"], cache["v"] = k, v
+    return k, v
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:

@@ -52,9 +52,10 @@ class DecoderBlock(nn.Module):
     """Causal self-attention, cross-attention over the encoder memory, feed-forward; each
     with a residual and LayerNorm (pre or post).
 
-    Incremental decoding: the attention plugins project keys and values themselves, so the
-    block caches its self-attention *inputs* for the positions decoded so far (``past``,
-    (B, t, d)); a step then runs one query row through every layer instead of the prefix.
+    Incremental decoding (``past``): a step runs only the new query rows through the block.
+    Plugins that ``supports_kv_cache`` keep their projected keys/values in ``past`` (cross-
+    attention's projected once from the memory); for the others the block keeps the
+    self-attention *inputs* so far, which the plugin re-projects each step.
     """
 
     def __init__(self, d_model: int, self_attention: nn.Module, cross_attention: nn.Module,
@@ -69,18 +70,29 @@ class DecoderBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, memory: Tensor, self_ctx: Ctx, cross_ctx: Ctx,
-                past: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x (B, T, d) new positions, memory (B, S, d), past (B, t, d) or None ->
-        (out (B, T, d), self-attention inputs of all t + T positions (B, t+T, d))."""
+                past: dict | None = None) -> tuple[Tensor, dict]:
+        """x (B, T, d) new positions, memory (B, S, d), past: the state returned by the
+        previous step or None -> (out (B, T, d), state including these T positions)."""
+        state = past or self.empty_state()
         h = self.norm1(x) if self.pre_norm else x
-        kv = h if past is None else torch.cat([past, h], dim=1)  # (B, t+T, d)
-        a, _ = self.self_attn(h, kv, kv, ctx=self_ctx)  # queries are the last T positions
+        if "inputs" in state:
+            kv = h if state["inputs"] is None else torch.cat([state["inputs"], h], dim=1)
+            state["inputs"] = kv  # (B, t+T, d)
+            a, _ = self.self_attn(h, kv, kv, ctx=self_ctx)  # queries are the last T positions
+        else:
+            a, _ = self.self_attn(h, h, h, ctx=self_ctx.replace(kv_cache=state["self"]))
+        cross_ctx = cross_ctx.replace(kv_cache=state["cross"])
         if self.pre_norm:
             x = x + self.drop(a)
             c, _ = self.cross_attn(self.norm2(x), memory, memory, ctx=cross_ctx)
             x = x + self.drop(c)
-            return x + self.ff(self.norm3(x)), kv
+            return x + self.ff(self.norm3(x)), state
         x = self.norm1(x + self.drop(a))
         c, _ = self.cross_attn(x, memory, memory, ctx=cross_ctx)
         x = self.norm2(x + self.drop(c))
-        return self.norm3(x + self.ff(x)), kv
+        return self.norm3(x + self.ff(x)), state
+
+    def empty_state(self) -> dict:
+        cached = self.self_attn.supports_kv_cache
+        return {**({"self": {}} if cached else {"inputs": None}),
+                "cross": {"static": True} if self.cross_attn.supports_kv_cache else None}

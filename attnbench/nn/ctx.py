@@ -20,6 +20,10 @@ class Ctx:
                       indices into the flattened batch (b * N + i).
     posenc:           a relative positional encoding the attention calls (rotate q/k or
                       add a score bias); None for absolute or no encoding.
+    kv_cache:         incremental decoding with a plugin that ``supports_kv_cache``: a dict
+                      the plugin keeps its projected keys/values in ("k", "v"). With
+                      {"static": True} (cross-attention) they are projected once and reused;
+                      otherwise (causal self-attention) each call's are appended.
     """
 
     key_padding_mask: Tensor | None = None
@@ -27,6 +31,7 @@ class Ctx:
     positions: Tensor | None = None
     edges: Tensor | None = None
     posenc: Any = None
+    kv_cache: dict | None = None
 
     def replace(self, **changes: Any) -> Ctx:
         return dataclasses.replace(self, **changes)

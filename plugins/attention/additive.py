@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from attnbench import register
-from attnbench.nn.attention import Attention, merge_heads, split_heads
+from attnbench.nn.attention import Attention, cached_kv, extend_kv, merge_heads, split_heads
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -71,6 +71,8 @@ class AdditiveScore(nn.Module):
 class AdditiveAttention(Attention):
     """Additive attention (Bahdanau et al. 2015); query and key sizes may differ."""
 
+    supports_kv_cache = True
+
     def __init__(self, d_model: int, heads: int, hidden: int | None = None,
                  query_dim: int | None = None, key_dim: int | None = None,
                  dropout: float = 0.0, chunk_size: int = 0):
@@ -93,8 +95,13 @@ class AdditiveAttention(Attention):
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         qh = split_heads(self.q_proj(query), self.heads)  # (B, h, Nq, e)
-        kh = split_heads(self.k_proj(key), self.heads)  # (B, h, Nk, e)
-        v = split_heads(self.v_proj(value), self.heads)  # (B, h, Nk, hd)
+        cached = cached_kv(ctx)
+        if cached is None:
+            kh = split_heads(self.k_proj(key), self.heads)  # (B, h, Nk, e)
+            v = split_heads(self.v_proj(value), self.heads)  # (B, h, Nk, hd)
+            kh, v = extend_kv(ctx, kh, v)
+        else:  # attending a fixed memory while decoding: keys/values projected once
+            kh, v = cached
         if ctx.posenc is not None:  # RoPE: position-aware features inside the tanh
             qh, kh = ctx.posenc.rotate(qh, kh, ctx)
         y, weights = self.score(qh, kh, v, ctx, need_weights=need_weights,

@@ -13,7 +13,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbench import register
-from attnbench.nn.attention import Attention, dense_mask, merge_heads, split_heads
+from attnbench.nn.attention import (
+    Attention,
+    cached_kv,
+    dense_mask,
+    extend_kv,
+    merge_heads,
+    split_heads,
+)
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -69,24 +76,32 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, ctx: Ctx, *, need_weights: bool = Fals
 class DotAttention(Attention):
     """Scaled dot-product attention (Vaswani et al. 2017), fused SDPA kernel."""
 
+    supports_kv_cache = True
+
     def __init__(self, d_model: int, heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__(d_model, heads)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # fused q, k, v projections
         self.out = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout
 
-    def _project(self, query: Tensor, key: Tensor, value: Tensor):
-        if query is key and key is value:  # self-attention: one matmul
-            return self.qkv(query).chunk(3, dim=-1)
+    def _project(self, query: Tensor, key: Tensor, value: Tensor, ctx: Ctx):
+        """-> q (B, h, Nq, hd), k, v (B, h, Nk, hd), through ctx.kv_cache when decoding."""
+        cached = cached_kv(ctx)
         w, b = self.qkv.weight.chunk(3), (self.qkv.bias.chunk(3) if self.qkv.bias is not None
                                          else (None, None, None))
-        return F.linear(query, w[0], b[0]), F.linear(key, w[1], b[1]), F.linear(value, w[2], b[2])
+        if cached is not None:  # cross-attention while decoding: keys/values projected once
+            return split_heads(F.linear(query, w[0], b[0]), self.heads), *cached
+        if query is key and key is value:  # self-attention: one matmul
+            q, k, v = self.qkv(query).chunk(3, dim=-1)
+        else:
+            q, k, v = (F.linear(t, wi, bi) for t, wi, bi in zip((query, key, value), w, b))
+        q, k, v = (split_heads(t, self.heads) for t in (q, k, v))  # (B, h, N, hd)
+        return q, *extend_kv(ctx, k, v)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx | None = None,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
-        q, k, v = self._project(query, key, value)
-        q, k, v = (split_heads(t, self.heads) for t in (q, k, v))  # (B, h, N, hd)
+        q, k, v = self._project(query, key, value, ctx)  # (B, h, N, hd)
         if ctx.posenc is not None:
             q, k = ctx.posenc.rotate(q, k, ctx)
         y, weights = sdpa(q, k, v, ctx, need_weights=need_weights,

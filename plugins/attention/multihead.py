@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from attnbench import register
-from attnbench.nn.attention import Attention, merge_heads, split_heads
+from attnbench.nn.attention import Attention, cached_kv, extend_kv, merge_heads, split_heads
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -29,6 +29,8 @@ class MultiHeadAttention(Attention):
     hidden (tanh size per head, default head_dim) and chunk_size (queries per block, 0 =
     automatic) only matter for score=additive.
     """
+
+    supports_kv_cache = True
 
     def __init__(self, d_model: int, heads: int, score: str = "dot", hidden: int | None = None,
                  dropout: float = 0.0, bias: bool = True, chunk_size: int = 0):
@@ -53,8 +55,13 @@ class MultiHeadAttention(Attention):
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         q = split_heads(self.q_proj(query), self.heads)  # (B, h, Nq, hd)
-        k = split_heads(self.k_proj(key), self.heads)  # (B, h, Nk, hd)
-        v = split_heads(self.v_proj(value), self.heads)  # (B, h, Nk, hd)
+        cached = cached_kv(ctx)
+        if cached is None:
+            k = split_heads(self.k_proj(key), self.heads)  # (B, h, Nk, hd)
+            v = split_heads(self.v_proj(value), self.heads)  # (B, h, Nk, hd)
+            k, v = extend_kv(ctx, k, v)
+        else:  # cross-attention while decoding: keys/values projected once
+            k, v = cached
         if ctx.posenc is not None:
             q, k = ctx.posenc.rotate(q, k, ctx)
         p = self.dropout if self.training else 0.0

@@ -64,7 +64,7 @@ class Transformer(nn.Module):
                cache: dict | None = None) -> tuple[Tensor, dict]:
         """Target embeddings y (B, T, d) at positions cache["pos"] onwards -> (h (B, T, d),
         cache). Teacher forcing: the whole target, cache=None. Generation: one token at a
-        time with the returned cache (each layer's self-attention inputs so far)."""
+        time with the returned cache (each layer's projected keys/values, see DecoderBlock)."""
         offset = cache["pos"] if cache else 0
         past = cache["layers"] if cache else [None] * len(self.decoder_blocks)
         T = y.size(1)
@@ -74,7 +74,7 @@ class Transformer(nn.Module):
         self_ctx = Ctx(causal=True, posenc=self.posenc if self.posenc.relative else None)
         cross_ctx = Ctx(key_padding_mask=src_ctx.key_padding_mask)  # no positions across
         layers = []
-        for block, kv in zip(self.decoder_blocks, past):
-            y, kv = block(y, memory, self_ctx, cross_ctx, kv)
-            layers.append(kv)
+        for block, state in zip(self.decoder_blocks, past):
+            y, state = block(y, memory, self_ctx, cross_ctx, state)
+            layers.append(state)
         return self.decoder_norm(y), {"pos": offset + T, "layers": layers}

@@ -80,9 +80,13 @@ def test_readme_command_runs(line, tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     words = shlex.split(line, comments=True)
-    trains = not any(w in ("list", "bench", "--help", "--cfg") for w in words)
+    trains = not any(w in ("list", "bench", "report", "--help", "--cfg") for w in words)
     if "bench" in words:
         pytest.skip("benchmarks run on demand")
+    if "report" in words:  # give it runs to read where the line looks for them
+        runs = words[words.index("report") + 1]
+        sweep = _run(f"attnbench -m seed=1,2 hydra.sweep.dir={runs}", tmp_path, QUICK)
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
     if "ckpt_path=outputs/first/checkpoints/last.ckpt" in line:  # the resume example
         first = _run("attnbench trainer.max_epochs=2 hydra.run.dir=outputs/first", tmp_path, QUICK)
         assert first.returncode == 0, first.stderr[-3000:]
@@ -94,6 +98,8 @@ def test_readme_command_runs(line, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     if trains:
         assert "result: " in result.stdout
+    if "report" in words:
+        assert "| sentiment | synthetic |" in result.stdout and "±" in result.stdout
 
 
 def _shown_errors() -> list[tuple[str, str]]:

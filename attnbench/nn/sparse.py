@@ -120,10 +120,11 @@ def band_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *,
     kb, vb = blocks(k), blocks(v)
     qpos = torch.arange(length, device=dev).view(nb, bs)  # (nb, bs)
     kpos = (torch.arange(length + 2 * w, device=dev) - w).unfold(0, bs + 2 * w, bs)
-    rel = kpos[:, None, :] - qpos[:, :, None]  # (nb, bs, bs + 2w) key minus query position
-    mask = (rel.abs() <= w) & (kpos[:, None, :] >= 0) & (kpos[:, None, :] < n)
-    if causal:
-        mask = mask & (rel <= 0)
+    # key minus query position is the same in every block: one (bs, bs + 2w) band pattern,
+    # cut at the sequence ends (no (nb, bs, bs + 2w) integer temporaries)
+    rel = torch.arange(bs + 2 * w, device=dev)[None, :] - w - torch.arange(bs, device=dev)[:, None]
+    band = (rel <= 0) & (rel >= -w) if causal else rel.abs() <= w  # (bs, bs + 2w)
+    mask = band & ((kpos >= 0) & (kpos < n))[:, None, :]  # (nb, bs, bs + 2w)
     keep = None
     if key_valid is not None:
         kv = F.pad(key_valid, (w, length - n + w), value=False).unfold(1, bs + 2 * w, bs)

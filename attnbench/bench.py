@@ -170,7 +170,8 @@ def peak_bytes(fn: Callable[[], None], device: torch.device) -> float:
         return float(torch.cuda.max_memory_allocated(device) - base)
     try:
         return cpu_peak_bytes(fn)
-    except Exception:  # the profiler's event tree is not a stable API; time still counts
+    except Exception as e:  # the profiler's event tree is not a stable API; time still counts
+        print(f"peak memory not measured: {_one_line(e)}", file=sys.stderr)
         return math.nan
 
 
@@ -421,8 +422,8 @@ def parser() -> argparse.ArgumentParser:
                         "CPU timings on a shared machine")
     p.add_argument("--malloc", choices=["keep", "default"], default="keep",
                    help="CPU: keep freed memory in the process between passes (default; "
-                        "glibc otherwise re-faults large buffers each pass) or leave glibc's "
-                        "defaults")
+                        "glibc otherwise re-faults large buffers each pass; set for the rest "
+                        "of the process) or leave glibc's defaults")
     p.add_argument("--out", type=Path, default=Path("bench_results"))
     return p
 
@@ -469,7 +470,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cpu" and args.malloc == "keep" and not keep_freed_memory():
-        print("--malloc keep: not glibc, left the allocator as it is", file=sys.stderr)
+        print("--malloc keep: glibc's mallopt not available or refused; allocator left as "
+              "it is", file=sys.stderr)
     known = [*registry.available("attention"), *REFERENCES]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or known
     for v in variants:

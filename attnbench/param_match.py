@@ -109,6 +109,7 @@ def match_widths(plugins: Plugins, task, reference: dict[str, Any] | None = None
     name = plugins["model"][0]
     if name == reference.get("_name_", "transformer"):
         shape = {k: v for k, v in reference.items() if k != "_name_"}
+        registry.check_params("model", name, shape)
         return {**plugins, "model": (name, {**plugins["model"][1], **shape})}
     target = reference_params(plugins, task, reference)
     width, _ = match_width(plugins, task, target, tolerance, width_key)

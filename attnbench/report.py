@@ -58,6 +58,28 @@ def fmt(mean: float, std: float, scale: float) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+def plugin_settings(summary: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``kind.param -> value`` of every plugin setting a run used."""
+    return {f"{kind}.{k}": json.dumps(v, sort_keys=True)
+            for kind, params in summary.get("plugins", {}).items() for k, v in params.items()}
+
+
+def warn_if_mixed(group: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """Pooling is meant for seeds: say so when a group mixes other settings or repeats a
+    seed (e.g. an older sweep under the same directory)."""
+    label = ", ".join(f"{k}={v}" for k, v in group.items())
+    settings = [plugin_settings(r) for r in runs]
+    differ = sorted(k for k in set().union(*settings)
+                    if len({s.get(k) for s in settings}) > 1)
+    if differ:
+        print(f"attnbench report: {label}: pooled runs differ in {', '.join(differ)}; "
+              "add them to --group to separate them", file=sys.stderr)
+    seeds = [r.get("seed") for r in runs]
+    if len(set(seeds)) < len(seeds):
+        print(f"attnbench report: {label}: seed repeated among {sorted(seeds)}; point at one "
+              "sweep's directory or add a field to --group", file=sys.stderr)
+
+
 def aggregate(summaries: list[Path], metric: str, group: list[str]) -> list[dict[str, Any]]:
     runs: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for path in summaries:
@@ -74,6 +96,7 @@ def aggregate(summaries: list[Path], metric: str, group: list[str]) -> list[dict
         runs[tuple(field(summary, k) for k in group)].append(summary)
     rows = []
     for key, group_runs in sorted(runs.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        warn_if_mixed(dict(zip(group, key)), group_runs)
         values = [r["metrics"][metric] for r in group_runs]
         mean, std = mean_std(values)
         rows.append({**dict(zip(group, key)), "n": len(values), "mean": mean, "std": std,
@@ -144,4 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(long_table(rows, group, args.metric, scale))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                  for k, v in r.items()} for r in rows]  # strict JSON: no NaN
+        args.json.write_text(json.dumps(clean, indent=2, default=str) + "\n")

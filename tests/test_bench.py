@@ -15,7 +15,7 @@ from attnbench.nn.ctx import Ctx
 def test_tiny_attention_bench_writes_csv_png_and_table(tmp_path, capsys):
     out = tmp_path / "results"
     bench.main(["attention", "--sizes", "64,128", "--repeats", "1", "--warmup", "0",
-                "--min-time", "0",
+                "--min-time", "0", "--malloc", "default",
                 "--variants", "dot,truncated,graph,sdpa_ref,dense_ref,graph_dense_ref,additive",
                 "--window", "4", "--d-model", "32", "--heads", "2", "--out", str(out)])
     printed = capsys.readouterr().out
@@ -48,8 +48,8 @@ def test_failing_variant_gets_a_row_and_later_sizes_are_skipped(tmp_path, monkey
     monkeypatch.setattr(bench, "build_variant", build)
     out = tmp_path / "r"
     bench.main(["attention", "--sizes", "32,64", "--repeats", "1", "--warmup", "0",
-                "--min-time", "0", "--variants", "dot,sdpa_ref", "--d-model", "16", "--heads", "2",
-                "--out", str(out)])
+                "--min-time", "0", "--malloc", "default", "--variants", "dot,sdpa_ref",
+                "--d-model", "16", "--heads", "2", "--out", str(out)])
     rows = list(csv.DictReader(open(out / "attention.csv")))
     assert [(r["variant"], r["status"]) for r in rows] == [
         ("dot", "failed"), ("dot", "skipped"), ("sdpa_ref", "ok"), ("sdpa_ref", "ok")]
@@ -59,7 +59,8 @@ def test_failing_variant_gets_a_row_and_later_sizes_are_skipped(tmp_path, monkey
 
 def test_bench_rejects_unknown_variant(tmp_path):
     with pytest.raises(registry.UnknownPluginError, match="did you mean 'truncated'"):
-        bench.main(["attention", "--variants", "truncatd", "--out", str(tmp_path)])
+        bench.main(["attention", "--variants", "truncatd", "--malloc", "default",
+                    "--out", str(tmp_path)])
 
 
 def test_cpu_peak_counts_what_a_pass_allocates():

@@ -74,3 +74,19 @@ def test_reports_real_runs(tmp_path, capsys):
     report_main([str(tmp_path / "runs"), "--metric", "test/acc"])
     out = capsys.readouterr().out
     assert "| sentiment | synthetic | transformer |" in out and "| 2 |" in out
+
+
+def test_pooling_other_settings_or_repeated_seeds_is_reported(tmp_path, capsys):
+    write_summary(tmp_path / "a", "rnn", 1, 0.9)
+    write_summary(tmp_path / "b", "rnn", 1, 0.8)  # the same seed again (an older sweep)
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    summary["plugins"]["model"]["layers"] = 4
+    (tmp_path / "b" / "summary.json").write_text(json.dumps(summary))
+    out_json = tmp_path / "rows.json"
+    report_main([str(tmp_path), "--json", str(out_json)])
+    err = capsys.readouterr().err
+    assert "pooled runs differ in model.layers" in err
+    assert "seed repeated among [1, 1]" in err
+    write_summary(tmp_path / "single" / "c", "cnn", 1, 0.5)
+    report_main([str(tmp_path / "single"), "--json", str(out_json)])
+    assert json.loads(out_json.read_text())[0]["std"] is None  # one run: no std, valid JSON

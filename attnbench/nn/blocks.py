@@ -73,7 +73,9 @@ class DecoderBlock(nn.Module):
                 past: dict | None = None) -> tuple[Tensor, dict]:
         """x (B, T, d) new positions, memory (B, S, d), past: the state returned by the
         previous step or None -> (out (B, T, d), state including these T positions)."""
-        state = past or self.empty_state()
+        # a new state each step (shallow: tensors are shared), the caller's stays valid
+        state = ({k: dict(v) if isinstance(v, dict) else v for k, v in past.items()}
+                 if past else self.empty_state())
         h = self.norm1(x) if self.pre_norm else x
         if "inputs" in state:
             kv = h if state["inputs"] is None else torch.cat([state["inputs"], h], dim=1)

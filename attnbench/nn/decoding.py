@@ -1,10 +1,12 @@
 """Autoregressive generation over a step function with incremental state.
 
 ``step(tokens (N,), state) -> (log_probs (N, V), state)`` consumes the last token of every
-row and returns the next-token log-probabilities plus its updated state (a transformer's
-cached key/value inputs, an RNN's hidden state). A state is ``None`` or any nest of
-dicts/lists/tuples whose tensors are batch-first; other leaves (ints) are kept as they are.
-Beams are reordered by indexing every tensor of the state along dim 0.
+row and returns the next-token log-probabilities plus its updated state (a transformer's cached
+keys/values, an RNN's hidden state). A state is ``None`` or any nest of dicts/lists/tuples
+whose tensors are batch-first; other leaves (ints) are kept as they are. Beams are reordered
+by indexing every tensor of the state along dim 0, except in dicts marked ``static``: those
+hold what is the same for every beam of a sentence (cross-attention keys/values of the
+source), and beams only ever move within their own sentence.
 
 Outputs are (B, L) token ids after <s>: the hypothesis, its </s>, then ``pad``. Neither
 ``pad`` nor <s> is ever generated inside a hypothesis.
@@ -34,6 +36,8 @@ def select_state(state: Any, index: Tensor) -> Any:
     if isinstance(state, Tensor):
         return state.index_select(0, index)
     if isinstance(state, dict):
+        if state.get("static"):  # identical rows for all beams of a sentence
+            return state
         return {k: select_state(v, index) for k, v in state.items()}
     if isinstance(state, (list, tuple)):
         return type(state)(select_state(v, index) for v in state)

@@ -21,11 +21,11 @@ from attnbench.registry import ConfigError
 
 from .dot import masked_softmax, score_terms
 
-# tanh elements per chunk when chunk_size=0: 36 MiB in float32, just above glibc's largest
-# dynamic mmap threshold (32 MiB), so each chunk's buffer is mapped and handed back whole.
-# 16 MiB chunks were ~25% faster but fragmented the heap: at N=4096 (d=64) the process grew
-# by 1.1-1.6 GB for 121 MiB of live tensors, against 0.4 GB with these.
-CHUNK_ELEMENTS = 9 << 20
+# tanh buffer per chunk when chunk_size=0: at least 36 MiB, above glibc's largest dynamic
+# mmap threshold (32 MiB), so each chunk's buffer is mapped and handed back whole. 16 MiB
+# chunks were ~25% faster but fragmented the heap: at N=4096 (d=64) the process grew by
+# 1.1-1.6 GB for 121 MiB of live tensors, against 0.4 GB with these.
+CHUNK_BYTES = 36 << 20
 
 
 def _rows(t: Tensor | None, rows: slice) -> Tensor | None:
@@ -54,7 +54,8 @@ class AdditiveScore(nn.Module):
         b, h, nq, e = qh.shape
         nk = kh.size(-2)
         mask, bias = score_terms(ctx, nq, nk, h, qh.device, qh.dtype)
-        chunk = self.chunk_size or max(1, CHUNK_ELEMENTS // max(1, b * h * nk * e))
+        row_bytes = max(1, b * h * nk * e * qh.element_size())  # one query's tanh buffer
+        chunk = self.chunk_size or -(-CHUNK_BYTES // row_bytes)
         recompute = torch.is_grad_enabled() and (qh.requires_grad or kh.requires_grad
                                                  or self.v.requires_grad)
         ys, ws = [], []

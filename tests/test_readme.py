@@ -90,7 +90,8 @@ def test_readme_command_runs(line, tmp_path):
     if "ckpt_path=outputs/first/checkpoints/last.ckpt" in line:  # the resume example
         first = _run("attnbench trainer.max_epochs=2 hydra.run.dir=outputs/first", tmp_path, QUICK)
         assert first.returncode == 0, first.stderr[-3000:]
-    result = _run(line, tmp_path, QUICK if trains else [])
+    extra = [*QUICK, *(["trainer.max_epochs=1"] if "-m" in words else [])] if trains else []
+    result = _run(line, tmp_path, extra)  # sweeps: every job one short epoch
     expect_fail = "dto" in line or "dropuot" in line
     if expect_fail:
         assert result.returncode == 2 and "Traceback" not in result.stderr

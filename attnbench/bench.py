@@ -62,20 +62,19 @@ class SdpaRef(nn.Module):
     def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx,
                 need_weights: bool = False) -> tuple[Tensor, None]:
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(query).chunk(3, dim=-1))
-        mask = self.mask(ctx, q.size(0), q.size(2), q.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, hd)
-        return self.out(merge_heads(y)), None
+        y = self.attend(q, k, v, self.mask(ctx, q.size(0), q.size(2), q.device))
+        return self.out(merge_heads(y)), None  # y: (B, h, N, hd)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class DenseRef(SdpaRef):
     """Exact attention with the N×N scores and weights stored (the eager formulation)."""
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx,
-                need_weights: bool = False) -> tuple[Tensor, None]:
-        q, k, v = (split_heads(t, self.heads) for t in self.qkv(query).chunk(3, dim=-1))
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, h, N, N)
-        y = scores.softmax(dim=-1) @ v  # (B, h, N, hd)
-        return self.out(merge_heads(y)), None
+        return scores.softmax(dim=-1) @ v
 
 
 class GraphDenseRef(SdpaRef):

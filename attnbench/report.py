@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from attnbench.registry import ConfigError
+from attnbench.registry import ConfigError, suggest
 
 DEFAULT_GROUP = "task.name,task.dataset,model.name"
 
@@ -37,8 +37,8 @@ def find_summaries(paths: list[Path]) -> list[Path]:
 def field(summary: dict[str, Any], key: str) -> Any:
     """A group field: ``model.name`` reads plugins.model.name; other keys (``seed``) are
     read from the top level."""
-    node: Any = summary.get("plugins", {}) if key.split(".")[0] in summary.get("plugins", {}) \
-        else summary
+    plugins = summary.get("plugins", {})
+    node: Any = plugins if key.split(".")[0] in plugins else summary
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return None
@@ -133,6 +133,22 @@ def pivot_table(rows: list[dict[str, Any]], group: list[str], pivot: str, scale:
     return markdown([*rest, *map(str, columns)], body)
 
 
+def known(summaries: list[Path], what: str) -> list[str]:
+    """Metric names, or group fields (``kind.param`` and top-level keys), the runs have."""
+    names: set[str] = set()
+    for path in summaries:
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if what == "metrics":
+            names |= set(summary.get("metrics", {}))
+        else:
+            names |= set(plugin_settings(summary)) | {k for k, v in summary.items()
+                                                      if not isinstance(v, dict)}
+    return sorted(names)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attnbench report", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", type=Path, help="run/sweep directories or summary.json")
@@ -159,8 +175,12 @@ def main(argv: list[str] | None = None) -> None:
                           "point at the directories runs wrote (outputs/ or multirun/)")
     rows = aggregate(summaries, args.metric, group)
     if not rows:
-        raise ConfigError(f"none of the {len(summaries)} summary.json files has {args.metric}; "
-                          "choose another --metric")
+        raise ConfigError(f"none of the {len(summaries)} summary.json files has "
+                          f"{args.metric!r}; {suggest(args.metric, known(summaries, 'metrics'))}")
+    for key in group:
+        if all(r[key] is None for r in rows):
+            raise ConfigError(f"no run has the --group field {key!r}; "
+                              f"{suggest(key, known(summaries, 'fields'))}")
     scale = 100.0 if args.percent else 1.0
     if args.pivot:
         print(pivot_table(rows, group, args.pivot, scale))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -53,20 +55,17 @@ class Attention(nn.Module):
                                           if p.cls.gives_edges))
 
 
-def cached_kv(ctx: Ctx) -> tuple[Tensor, Tensor] | None:
-    """The projected (k, v) of a static (cross-attention) cache, once it holds them."""
-    cache = ctx.kv_cache
-    if cache is not None and cache.get("static") and "k" in cache:
-        return cache["k"], cache["v"]
-    return None
-
-
-def extend_kv(ctx: Ctx, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Store freshly projected k, v (B, h, N, ·) in ctx.kv_cache (appended after the
-    cached positions unless static) and return all the keys/values to attend."""
+def decoding_kv(ctx: Ctx, project: Callable[[], tuple[Tensor, Tensor]]
+                ) -> tuple[Tensor, Tensor]:
+    """Keys/values to attend, (B, h, Nk, ·): ``project()`` them, except while decoding with
+    ctx.kv_cache, where a static (cross-attention) cache is projected once and reused and a
+    self-attention cache gets the new positions appended."""
     cache = ctx.kv_cache
     if cache is None:
-        return k, v
+        return project()
+    if cache.get("static") and "k" in cache:
+        return cache["k"], cache["v"]
+    k, v = project()
     if not cache.get("static") and "k" in cache:
         k, v = torch.cat([cache["k"], k], dim=-2), torch.cat([cache["v"], v], dim=-2)
     cache["k"], cache["v"] = k, v

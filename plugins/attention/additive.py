@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from attnbench import register
-from attnbench.nn.attention import Attention, cached_kv, extend_kv, merge_heads, split_heads
+from attnbench.nn.attention import Attention, decoding_kv, merge_heads, split_heads
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -23,8 +23,10 @@ from .dot import masked_softmax, score_terms
 
 # tanh buffer per chunk when chunk_size=0: at least 36 MiB, above glibc's largest dynamic
 # mmap threshold (32 MiB), so each chunk's buffer is mapped and handed back whole. 16 MiB
-# chunks were ~25% faster but fragmented the heap: at N=4096 (d=64) the process grew by
-# 1.1-1.6 GB for 121 MiB of live tensors, against 0.4 GB with these.
+# chunks fragmented the heap: `attnbench bench attention --variants additive --sizes 4096
+# --heads 1 --d-model 64 --repeats 1 --warmup 0 --min-time 0` reached 4.2 GB resident for
+# 121 MiB of live tensors; with these the default run peaks at 0.70 GB, its passes slower
+# (29.8 s vs 21.0 s, on a loaded machine).
 CHUNK_BYTES = 36 << 20
 
 
@@ -100,13 +102,8 @@ class AdditiveAttention(Attention):
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         qh = split_heads(self.q_proj(query), self.heads)  # (B, h, Nq, e)
-        cached = cached_kv(ctx)
-        if cached is None:
-            kh = split_heads(self.k_proj(key), self.heads)  # (B, h, Nk, e)
-            v = split_heads(self.v_proj(value), self.heads)  # (B, h, Nk, hd)
-            kh, v = extend_kv(ctx, kh, v)
-        else:  # attending a fixed memory while decoding: keys/values projected once
-            kh, v = cached
+        kh, v = decoding_kv(ctx, lambda: (split_heads(self.k_proj(key), self.heads),  # e
+                                          split_heads(self.v_proj(value), self.heads)))  # hd
         if ctx.posenc is not None:  # RoPE: position-aware features inside the tanh
             qh, kh = ctx.posenc.rotate(qh, kh, ctx)
         y, weights = self.score(qh, kh, v, ctx, need_weights=need_weights,

@@ -13,14 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbench import register
-from attnbench.nn.attention import (
-    Attention,
-    cached_kv,
-    dense_mask,
-    extend_kv,
-    merge_heads,
-    split_heads,
-)
+from attnbench.nn.attention import Attention, decoding_kv, dense_mask, merge_heads, split_heads
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -86,17 +79,15 @@ class DotAttention(Attention):
 
     def _project(self, query: Tensor, key: Tensor, value: Tensor, ctx: Ctx):
         """-> q (B, h, Nq, hd), k, v (B, h, Nk, hd), through ctx.kv_cache when decoding."""
-        cached = cached_kv(ctx)
+        if query is key and key is value:  # self-attention: one matmul
+            q, k, v = (split_heads(t, self.heads) for t in self.qkv(query).chunk(3, dim=-1))
+            return q, *decoding_kv(ctx, lambda: (k, v))
         w, b = self.qkv.weight.chunk(3), (self.qkv.bias.chunk(3) if self.qkv.bias is not None
                                          else (None, None, None))
-        if cached is not None:  # cross-attention while decoding: keys/values projected once
-            return split_heads(F.linear(query, w[0], b[0]), self.heads), *cached
-        if query is key and key is value:  # self-attention: one matmul
-            q, k, v = self.qkv(query).chunk(3, dim=-1)
-        else:
-            q, k, v = (F.linear(t, wi, bi) for t, wi, bi in zip((query, key, value), w, b))
-        q, k, v = (split_heads(t, self.heads) for t in (q, k, v))  # (B, h, N, hd)
-        return q, *extend_kv(ctx, k, v)
+        q = split_heads(F.linear(query, w[0], b[0]), self.heads)
+        return q, *decoding_kv(ctx, lambda: (split_heads(F.linear(key, w[1], b[1]), self.heads),
+                                             split_heads(F.linear(value, w[2], b[2]),
+                                                         self.heads)))
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx | None = None,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from attnbench import register
-from attnbench.nn.attention import Attention, cached_kv, extend_kv, merge_heads, split_heads
+from attnbench.nn.attention import Attention, decoding_kv, merge_heads, split_heads
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -55,13 +55,8 @@ class MultiHeadAttention(Attention):
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         q = split_heads(self.q_proj(query), self.heads)  # (B, h, Nq, hd)
-        cached = cached_kv(ctx)
-        if cached is None:
-            k = split_heads(self.k_proj(key), self.heads)  # (B, h, Nk, hd)
-            v = split_heads(self.v_proj(value), self.heads)  # (B, h, Nk, hd)
-            k, v = extend_kv(ctx, k, v)
-        else:  # cross-attention while decoding: keys/values projected once
-            k, v = cached
+        k, v = decoding_kv(ctx, lambda: (split_heads(self.k_proj(key), self.heads),
+                                         split_heads(self.v_proj(value), self.heads)))
         if ctx.posenc is not None:
             q, k = ctx.posenc.rotate(q, k, ctx)
         p = self.dropout if self.training else 0.0

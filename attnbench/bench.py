@@ -59,8 +59,9 @@ class SdpaRef(nn.Module):
     def mask(self, ctx: Ctx, b: int, n: int, device: torch.device) -> Tensor | None:
         return None
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx,
-                need_weights: bool = False) -> tuple[Tensor, None]:
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx, need_weights: bool = False
+    ) -> tuple[Tensor, None]:
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(query).chunk(3, dim=-1))
         y = self.attend(q, k, v, self.mask(ctx, q.size(0), q.size(2), q.device))
         return self.out(merge_heads(y)), None  # y: (B, h, N, hd)
@@ -88,8 +89,9 @@ class GraphDenseRef(SdpaRef):
         return mask.view(b, 1, n, n)
 
 
-def random_edges(b: int, n: int, degree: int, device: torch.device,
-                 generator: torch.Generator) -> Tensor:
+def random_edges(
+    b: int, n: int, degree: int, device: torch.device, generator: torch.Generator
+) -> Tensor:
     """(2, E) long: each node attends ``degree`` random nodes of its own sample (unique)."""
     dst = torch.arange(b * n).repeat_interleave(degree)
     src = (dst // n) * n + torch.randint(0, n, dst.shape, generator=generator)
@@ -174,8 +176,9 @@ def peak_bytes(fn: Callable[[], None], device: torch.device) -> float:
         return math.nan
 
 
-def measure(module: nn.Module, n: int, args: argparse.Namespace, edges: Tensor | None,
-            device: torch.device) -> tuple[float, float, str]:
+def measure(
+    module: nn.Module, n: int, args: argparse.Namespace, edges: Tensor | None, device: torch.device
+) -> tuple[float, float, str]:
     """(median ms, peak MiB, note) of forward+backward at length n."""
     g = torch.Generator().manual_seed(n)
     x = torch.randn(args.batch, n, args.d_model, generator=g).to(device).requires_grad_()
@@ -281,21 +284,27 @@ def ratios(rows: list[Row], sizes: list[int], extra: dict[str, float]) -> dict[s
     found: dict[str, float] = {}
     for v in ("dot", "multihead"):
         for n in sizes:
-            found[f"{v}/sdpa_ref time @N={n}"] = (_get(rows, v, n, "time_ms")
-                                                  / _get(rows, "sdpa_ref", n, "time_ms"))
-    found[f"dot/truncated time (speed-up) @N={top}"] = (_get(rows, "dot", top, "time_ms")
-                                                         / _get(rows, "truncated", top, "time_ms"))
+            found[f"{v}/sdpa_ref time @N={n}"] = _get(rows, v, n, "time_ms") / _get(
+                rows, "sdpa_ref", n, "time_ms"
+            )
+    found[f"dot/truncated time (speed-up) @N={top}"] = _get(rows, "dot", top, "time_ms") / _get(
+        rows, "truncated", top, "time_ms"
+    )
     for ref in ("dot", "dense_ref"):
-        found[f"truncated/{ref} peak memory @N={top}"] = (
-            _get(rows, "truncated", top, "peak_mb") / _get(rows, ref, top, "peak_mb"))
+        found[f"truncated/{ref} peak memory @N={top}"] = _get(
+            rows, "truncated", top, "peak_mb"
+        ) / _get(rows, ref, top, "peak_mb")
     if len(sizes) > 1:
         prev = sorted(sizes)[-2]
-        found[f"truncated time growth N={prev}->{top} (x{top / prev:g} length)"] = (
-            _get(rows, "truncated", top, "time_ms") / _get(rows, "truncated", prev, "time_ms"))
-    found[f"graph_dense_ref/graph time (speed-up) @N={top}"] = (
-        _get(rows, "graph_dense_ref", top, "time_ms") / _get(rows, "graph", top, "time_ms"))
-    found[f"graph_dense_ref/graph peak memory @N={top}"] = (
-        _get(rows, "graph_dense_ref", top, "peak_mb") / _get(rows, "graph", top, "peak_mb"))
+        found[f"truncated time growth N={prev}->{top} (x{top / prev:g} length)"] = _get(
+            rows, "truncated", top, "time_ms"
+        ) / _get(rows, "truncated", prev, "time_ms")
+    found[f"graph_dense_ref/graph time (speed-up) @N={top}"] = _get(
+        rows, "graph_dense_ref", top, "time_ms"
+    ) / _get(rows, "graph", top, "time_ms")
+    found[f"graph_dense_ref/graph peak memory @N={top}"] = _get(
+        rows, "graph_dense_ref", top, "peak_mb"
+    ) / _get(rows, "graph", top, "peak_mb")
     found.update(extra)
     return found
 
@@ -303,9 +312,17 @@ def ratios(rows: list[Row], sizes: list[int], extra: dict[str, float]) -> dict[s
 def additive_probe(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """additive's peak memory at the issue's setting: N=4096, d=64, batch 1, 1 head."""
     n = 4096 if max(args.sizes) >= 4096 else max(args.sizes)
-    probe = argparse.Namespace(**{**vars(args), "d_model": 64, "heads": 1, "batch": 1,
-                                  "warmup": 0, "repeats": 1,
-                                  "min_time": 0.0})
+    probe = argparse.Namespace(
+        **{
+            **vars(args),
+            "d_model": 64,
+            "heads": 1,
+            "batch": 1,
+            "warmup": 0,
+            "repeats": 1,
+            "min_time": 0.0,
+        }
+    )
     key = f"additive peak MiB @N={n},d=64,B=1,h=1"
     try:
         torch.manual_seed(0)
@@ -322,13 +339,20 @@ def print_table(rows: list[Row], found: dict[str, float], args: argparse.Namespa
     from rich.table import Table
 
     console = Console(width=max(120, Console().width))
-    table = Table(title=f"attention forward+backward on {args.device}, "
-                        f"{torch.get_num_threads()} thread(s) (batch={args.batch}, "
-                        f"heads={args.heads}, d_model={args.d_model}, window={args.window}, "
-                        f"degree={args.degree}, median of >= {args.repeats} passes "
-                        f"and >= {args.min_time:g} s)")
-    for col, just in (("variant", "left"), ("N", "right"), ("fwd+bwd ms", "right"),
-                      ("peak MiB", "right"), ("note", "left")):
+    table = Table(
+        title=f"attention forward+backward on {args.device}, "
+        f"{torch.get_num_threads()} thread(s) (batch={args.batch}, "
+        f"heads={args.heads}, d_model={args.d_model}, window={args.window}, "
+        f"degree={args.degree}, median of >= {args.repeats} passes "
+        f"and >= {args.min_time:g} s)"
+    )
+    for col, just in (
+        ("variant", "left"),
+        ("N", "right"),
+        ("fwd+bwd ms", "right"),
+        ("peak MiB", "right"),
+        ("note", "left"),
+    ):
         table.add_column(col, justify=just)
     for r in rows:
         note = r.note if r.status == "ok" else f"{r.status}: {r.note}"
@@ -348,8 +372,9 @@ def write_outputs(rows: list[Row], found: dict[str, float], out: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
-    (out / "ratios.json").write_text(json.dumps(
-        {k: (None if math.isnan(v) else v) for k, v in found.items()}, indent=2) + "\n")
+    (out / "ratios.json").write_text(
+        json.dumps({k: (None if math.isnan(v) else v) for k, v in found.items()}, indent=2) + "\n"
+    )
 
     import matplotlib
 
@@ -384,45 +409,75 @@ def _ints(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
-                                         "integers, e.g. 256,1024") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers, e.g. 256,1024"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give positive sizes, e.g. 256,1024")
     return values
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="attnbench bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="attnbench bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("what", choices=["attention"], help="what to benchmark")
-    p.add_argument("--variants", default="",
-                   help="comma-separated attention names and/or sdpa_ref, graph_dense_ref "
-                        "(default: every registered attention plugin and both references)")
-    p.add_argument("--sizes", type=_ints, default=list(DEFAULT_SIZES),
-                   help="sequence lengths N (default 256,1024,4096,8192)")
+    p.add_argument(
+        "--variants",
+        default="",
+        help="comma-separated attention names and/or sdpa_ref, graph_dense_ref "
+        "(default: every registered attention plugin and both references)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_ints,
+        default=list(DEFAULT_SIZES),
+        help="sequence lengths N (default 256,1024,4096,8192)",
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--window", type=int, default=64, help="window of variants that take one")
     p.add_argument("--degree", type=int, default=8, help="average degree of the random graph")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="timed passes at least (median reported)")
-    p.add_argument("--min-time", type=float, default=0.5,
-                   help="seconds: time more passes until they add up to this much")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes at least (median reported)")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=0.5,
+        help="seconds: time more passes until they add up to this much",
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed passes before timing")
-    p.add_argument("--time-limit", type=float, default=60.0,
-                   help="seconds; a pass slower than this stops that variant's larger sizes")
-    p.add_argument("--mem-limit-gb", type=float, default=8.0,
-                   help="CPU: cap on extra address space, so a variant that would exhaust "
-                        "the machine fails with a row instead (0 = no cap)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads (0 = torch's default); 1 gives steadier "
-                        "CPU timings on a shared machine")
-    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="CPU: keep freed memory in the process between passes (default; "
-                        "glibc otherwise re-faults large buffers each pass; set for the rest "
-                        "of the process) or leave glibc's defaults")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=60.0,
+        help="seconds; a pass slower than this stops that variant's larger sizes",
+    )
+    p.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=8.0,
+        help="CPU: cap on extra address space, so a variant that would exhaust "
+        "the machine fails with a row instead (0 = no cap)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0 = torch's default); 1 gives steadier "
+        "CPU timings on a shared machine",
+    )
+    p.add_argument(
+        "--malloc",
+        choices=["keep", "default"],
+        default="keep",
+        help="CPU: keep freed memory in the process between passes (default; "
+        "glibc otherwise re-faults large buffers each pass; set for the rest "
+        "of the process) or leave glibc's defaults",
+    )
     p.add_argument("--out", type=Path, default=Path("bench_results"))
     return p
 
@@ -431,8 +486,9 @@ def _limit_memory(gb: float) -> Callable[[], None]:
     """Cap the address space at current + gb (Linux); returns the undo."""
     try:
         status = Path("/proc/self/status").read_text()
-        vm_kb = next(int(line.split()[1]) for line in status.splitlines()
-                     if line.startswith("VmSize:"))
+        vm_kb = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmSize:")
+        )
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         cap = vm_kb * 1024 + int(gb * 2**30)
         if hard != resource.RLIM_INFINITY:
@@ -453,30 +509,38 @@ def keep_freed_memory() -> bool:
     except OSError:  # not glibc: nothing to tune
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)  # the largest glibc accepts
-                and libc.mallopt(m_trim_threshold, 2**31 - 1))
+    return bool(
+        libc.mallopt(m_mmap_threshold, 32 << 20)  # the largest glibc accepts
+        and libc.mallopt(m_trim_threshold, 2**31 - 1)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise registry.ConfigError("--device cuda but no CUDA device is available; "
-                                   "use --device cpu")
+        raise registry.ConfigError(
+            "--device cuda but no CUDA device is available; use --device cpu"
+        )
     if args.d_model % args.heads:
-        raise registry.ConfigError(f"--d-model {args.d_model} is not divisible by --heads "
-                                   f"{args.heads}; pick heads that divide d_model")
+        raise registry.ConfigError(
+            f"--d-model {args.d_model} is not divisible by --heads "
+            f"{args.heads}; pick heads that divide d_model"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cpu" and args.malloc == "keep" and not keep_freed_memory():
-        print("--malloc keep: glibc's mallopt not available or refused; allocator left as "
-              "it is", file=sys.stderr)
+        print(
+            "--malloc keep: glibc's mallopt not available or refused; allocator left as it is",
+            file=sys.stderr,
+        )
     known = [*registry.available("attention"), *REFERENCES]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or known
     for v in variants:
         if v not in known:
             raise registry.UnknownPluginError(
-                f"unknown --variants entry {v!r}; {registry.suggest(v, known)}")
+                f"unknown --variants entry {v!r}; {registry.suggest(v, known)}"
+            )
 
     undo = _limit_memory(args.mem_limit_gb) if device.type == "cpu" and args.mem_limit_gb else None
     try:
@@ -491,5 +555,7 @@ def main(argv: list[str] | None = None) -> None:
     found = ratios(rows, args.sizes, extra)
     print_table(rows, found, args)
     write_outputs(rows, found, args.out)
-    print(f"wrote {args.out / 'attention.csv'}, {args.out / 'attention.png'} and "
-          f"{args.out / 'ratios.json'}")
+    print(
+        f"wrote {args.out / 'attention.csv'}, {args.out / 'attention.png'} and "
+        f"{args.out / 'ratios.json'}"
+    )

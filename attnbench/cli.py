@@ -67,9 +67,12 @@ def train_task(cfg) -> float | None:
 def _print_result(summary: dict) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    metrics = "  ".join(f"{k}={v:.4f}" for stage in ("val/", "test/")
-                        for k, v in summary["metrics"].items()
-                        if k.startswith(stage) and not k.endswith("/loss"))
+    metrics = "  ".join(
+        f"{k}={v:.4f}"
+        for stage in ("val/", "test/")
+        for k, v in summary["metrics"].items()
+        if k.startswith(stage) and not k.endswith("/loss")
+    )
     speed = summary["train_samples_per_s"]
     speed = f"  {speed:.0f} samples/s" if speed else ""
     out = HydraConfig.get().runtime.output_dir
@@ -85,8 +88,9 @@ def _hydra_main(argv: list[str]) -> None:
     register_resolvers()
 
     sys.argv = [sys.argv[0], *argv]
-    hydra.main(version_base="1.3", config_path="pkg://attnbench.conf",
-               config_name="config")(train_task)()
+    hydra.main(version_base="1.3", config_path="pkg://attnbench.conf", config_name="config")(
+        train_task
+    )()
 
 
 HELP_HEADER = """\
@@ -117,8 +121,9 @@ def _help(overrides: list[str]) -> None:
     conf = resources.files("attnbench.conf")
     for folder in conf.iterdir():
         if folder.is_dir() and not folder.name.startswith("_"):
-            groups[folder.name] = sorted(f.name[:-5] for f in folder.iterdir()
-                                         if f.name.endswith(".yaml"))
+            groups[folder.name] = sorted(
+                f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")
+            )
     print(HELP_HEADER)
     print("== Config groups (group=option) ==")
     for group in sorted(groups):

@@ -50,8 +50,9 @@ def store_plugins() -> None:
     for plugin in registry.plugins():
         node = OmegaConf.create(plugin_node(plugin))
         OmegaConf.set_struct(node, False)
-        cs.store(group=plugin.kind, name=plugin.name, node=node,
-                 provider=f"attnbench ({plugin.source})")
+        cs.store(
+            group=plugin.kind, name=plugin.name, node=node, provider=f"attnbench ({plugin.source})"
+        )
 
 
 def _type_ok(value: Any, default: Any) -> bool:

@@ -12,14 +12,16 @@ from attnbench.config import plugin_node
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
-        prog="attnbench list", description="List plugins with their parameters and source.")
+        prog="attnbench list", description="List plugins with their parameters and source."
+    )
     parser.add_argument("kind", nargs="?", help=f"one of: {', '.join(registry.KINDS)}")
     parser.add_argument("pattern", nargs="?", default="*", help="glob on names, e.g. 'dot*'")
     args = parser.parse_args(argv)
     if args.kind and args.kind not in registry.KINDS:
         raise registry.UnknownPluginError(
             f"unknown plugin kind {args.kind!r}; "
-            f"{registry.suggest(args.kind, list(registry.KINDS))}")
+            f"{registry.suggest(args.kind, list(registry.KINDS))}"
+        )
 
     with warnings.catch_warnings():  # broken plugins are shown in the table instead
         warnings.simplefilter("ignore")

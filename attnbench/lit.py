@@ -51,8 +51,9 @@ class LitModel(pl.LightningModule):
         return self(batch)
 
     def configure_optimizers(self):
-        opt, sched = make_optimizer(self.parameters(), self.optim,
-                                    self.trainer.estimated_stepping_batches)
+        opt, sched = make_optimizer(
+            self.parameters(), self.optim, self.trainer.estimated_stepping_batches
+        )
         if sched is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

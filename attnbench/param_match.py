@@ -56,8 +56,14 @@ def _step(plugins: Plugins) -> int:
     return int(params.get("heads", options.get("heads", 1)) or 1) if "heads" in options else 1
 
 
-def match_width(plugins: Plugins, task, target: int, tolerance: float = 0.1,
-                width_key: str = "d_model", max_width: int = 1 << 14) -> tuple[int, int]:
+def match_width(
+    plugins: Plugins,
+    task,
+    target: int,
+    tolerance: float = 0.1,
+    width_key: str = "d_model",
+    max_width: int = 1 << 14,
+) -> tuple[int, int]:
     """(width, params) of the selected model whose total count is closest to ``target``.
 
     Assumes the count grows with the width (true of every built-in backbone); binary
@@ -66,8 +72,10 @@ def match_width(plugins: Plugins, task, target: int, tolerance: float = 0.1,
     """
     name = plugins["model"][0]
     if width_key not in registry.get("model", name).options:
-        raise ConfigError(f"match_params: model {name!r} has no width parameter "
-                          f"{width_key!r}; set match_params.width_key")
+        raise ConfigError(
+            f"match_params: model {name!r} has no width parameter "
+            f"{width_key!r}; set match_params.width_key"
+        )
     step = _step(plugins)
     counts: dict[int, int] = {}
 
@@ -85,9 +93,11 @@ def match_width(plugins: Plugins, task, target: int, tolerance: float = 0.1,
     best = min((lo, hi), key=lambda k: abs(count(k) - target))
     width, n = best * step, count(best)
     if abs(n - target) > tolerance * target:
-        raise ConfigError(f"match_params: model {name!r} cannot reach {target:,} parameters "
-                          f"within {tolerance:.0%} (closest: {n:,} at {width_key}={width}); "
-                          f"change its depth (model.layers) or the reference")
+        raise ConfigError(
+            f"match_params: model {name!r} cannot reach {target:,} parameters "
+            f"within {tolerance:.0%} (closest: {n:,} at {width_key}={width}); "
+            f"change its depth (model.layers) or the reference"
+        )
     return width, n
 
 
@@ -100,8 +110,13 @@ def reference_params(plugins: Plugins, task, reference: dict[str, Any]) -> int:
     return count_params({**plugins, "model": (name, params)}, task)
 
 
-def match_widths(plugins: Plugins, task, reference: dict[str, Any] | None = None,
-                 tolerance: float = 0.1, width_key: str = "d_model") -> Plugins:
+def match_widths(
+    plugins: Plugins,
+    task,
+    reference: dict[str, Any] | None = None,
+    tolerance: float = 0.1,
+    width_key: str = "d_model",
+) -> Plugins:
     """The selected plugins with the model's width set to match the reference's parameter
     count. The reference model itself (same name) is built as the reference: its
     ``match_params.reference`` parameters replace the model's own."""

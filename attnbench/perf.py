@@ -22,8 +22,9 @@ def startup(repeats: int) -> dict[str, float]:
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "attnbench", *verb], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "attnbench", *verb], check=True, capture_output=True
+            )
             times.append(time.perf_counter() - t0)
         results["attnbench " + " ".join(verb)] = statistics.median(times)
     return results
@@ -36,8 +37,7 @@ def _hand_written_loop(model, task, optim: dict, epochs: int, clip: float) -> li
 
     from attnbench.lit import make_optimizer
 
-    opt, sched = make_optimizer(model.parameters(), optim,
-                                epochs * len(task.dataloader("train")))
+    opt, sched = make_optimizer(model.parameters(), optim, epochs * len(task.dataloader("train")))
     model.train()
     rates = []
     for epoch in range(epochs):
@@ -70,8 +70,7 @@ def throughput(overrides: list[str], epochs: int, threads: int | None) -> dict[s
     if threads:
         torch.set_num_threads(threads)
     out = Path(tempfile.mkdtemp(prefix="attnbench-throughput-"))
-    cfg = compose([*overrides, f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu"],
-                  out)
+    cfg = compose([*overrides, f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu"], out)
 
     def hand_written() -> list[float]:
         pl.seed_everything(cfg.seed, verbose=False)  # same initial weights and batches
@@ -80,8 +79,9 @@ def throughput(overrides: list[str], epochs: int, threads: int | None) -> dict[s
         task = registry.build("task", name, data_dir=str(cfg.data_dir), **params)
         task.setup()
         model = LitModel(task, build_backbone(plugins, task), OmegaConf.to_container(cfg.optim))
-        return _hand_written_loop(model, task, OmegaConf.to_container(cfg.optim), epochs,
-                                  cfg.trainer.gradient_clip_val)
+        return _hand_written_loop(
+            model, task, OmegaConf.to_container(cfg.optim), epochs, cfg.trainer.gradient_clip_val
+        )
 
     # The machine is shared and noisy: per-epoch rates, the first (warm-up) epoch left out,
     # the hand-written loop timed before and after attnbench; medians compared.
@@ -91,8 +91,12 @@ def throughput(overrides: list[str], epochs: int, threads: int | None) -> dict[s
     ours = [per_epoch / s for s in summary["epoch_seconds"][1:]]
     hand += hand_written()[1:]
     hand_rate, our_rate = statistics.median(hand), statistics.median(ours)
-    return {"hand_written_samples_per_s": hand_rate, "attnbench_samples_per_s": our_rate,
-            "ratio": our_rate / hand_rate, "threads": torch.get_num_threads()}
+    return {
+        "hand_written_samples_per_s": hand_rate,
+        "attnbench_samples_per_s": our_rate,
+        "ratio": our_rate / hand_rate,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -100,8 +104,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("what", choices=["startup", "throughput"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for throughput")
     args = parser.parse_args(argv)
     if args.what == "startup":
@@ -114,5 +119,7 @@ def main(argv: list[str]) -> None:
     result = throughput(overrides, args.epochs, args.threads)
     print(f"hand-written loop : {result['hand_written_samples_per_s']:9.1f} samples/s")
     print(f"attnbench         : {result['attnbench_samples_per_s']:9.1f} samples/s")
-    print(f"ratio             : {result['ratio']:9.3f}  (target >= 0.9; "
-          f"{result['threads']} torch threads)")
+    print(
+        f"ratio             : {result['ratio']:9.3f}  (target >= 0.9; "
+        f"{result['threads']} torch threads)"
+    )

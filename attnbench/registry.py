@@ -161,8 +161,7 @@ def _import_guarded(label: str, source: str, load) -> Any:
     except Exception as e:  # a broken plugin must not take the others down
         msg = f"{type(e).__name__}: {e}"
         _state.broken.append(Broken(label, source, msg))
-        warnings.warn(f"attnbench: plugin {label} ({source}) failed to import: {msg}",
-                      stacklevel=2)
+        warnings.warn(f"attnbench: plugin {label} ({source}) failed to import: {msg}", stacklevel=2)
         return None
 
 
@@ -202,8 +201,9 @@ def _discover_paths() -> None:
             continue
         root = Path(entry).expanduser()
         if not root.is_dir():
-            warnings.warn(f"attnbench: {PATH_ENV} entry {entry!r} is not a directory; skipped",
-                          stacklevel=2)
+            warnings.warn(
+                f"attnbench: {PATH_ENV} entry {entry!r} is not a directory; skipped", stacklevel=2
+            )
             continue
         for path in sorted(root.rglob("*.py")):
             if not path.name.startswith(("_", ".")):
@@ -264,7 +264,8 @@ def get(kind: str, name: str) -> Plugin:
     table = _state.plugins[kind]
     if name not in table:
         broken_hint = "".join(
-            f" ({b.module} failed to import: {b.error})" for b in _state.broken
+            f" ({b.module} failed to import: {b.error})"
+            for b in _state.broken
             if Path(b.module).stem == name or b.module.rsplit(".", 1)[-1] == name
         )
         raise UnknownPluginError(

@@ -95,8 +95,10 @@ class ClassificationTask(Task):
     def metrics(self) -> dict[str, Any]:
         from torchmetrics import Accuracy, F1Score
 
-        return {"acc": Accuracy(task="multiclass", num_classes=self.classes),
-                "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro")}
+        return {
+            "acc": Accuracy(task="multiclass", num_classes=self.classes),
+            "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro"),
+        }
 
     def metric_inputs(self, logits: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
         return logits.argmax(-1), batch["label"]

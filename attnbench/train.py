@@ -29,7 +29,8 @@ from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
 # Lightning's advertising tip and a torch-version deprecation inside Lightning are noise in
 # every run's output.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage())
+    lambda record: "litlogger" not in record.getMessage()
+)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 VERSIONED = ("attnbench", "torch", "pytorch-lightning", "hydra-core", "torchmetrics", "wandb")
@@ -50,7 +51,8 @@ def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torc
         raise registry.ConfigError(
             f"model={model_name} has no encoder-decoder, which this sequence-to-sequence task "
             f"needs; models that have one: "
-            f"{', '.join(p.name for p in registry.plugins('model') if hasattr(p.cls, 'decode'))}")
+            f"{', '.join(p.name for p in registry.plugins('model') if hasattr(p.cls, 'decode'))}"
+        )
     wants = {p.name for p in model_plugin.params}
     extra: dict[str, Any] = {"task": task} if "task" in wants else {}
     if "posenc" in wants:
@@ -60,8 +62,11 @@ def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torc
         name, params = plugins["attention"]
         relative = "posenc" in wants and registry.get("posenc", plugins["posenc"][0]).cls.relative
         registry.get("attention", name).cls.check_use(
-            graph=task.gives_edges, relative_posenc=relative,
-            causal=task.seq2seq, cross=task.seq2seq)
+            graph=task.gives_edges,
+            relative_posenc=relative,
+            causal=task.seq2seq,
+            cross=task.seq2seq,
+        )
         extra["attention"] = registry.factory("attention", name, **params)
     return registry.build("model", model_name, **model_params, **extra)
 
@@ -124,15 +129,20 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [
         RichProgressBar(refresh_rate=10),  # redraws/s; the default 100 costs ~7% of a CPU step
         # last.ckpt after every epoch (save_last with save_top_k=0 only writes it at the end)
-        ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", save_top_k=1,
-                        enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=out_dir / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
         ReseedEachStep(cfg.seed),
         stats,
         *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
     ]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks,
-                                                  logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
     data = TaskData(task)
     trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}

@@ -19,8 +19,10 @@ def fast_dev_run(overrides: list[str], output_dir: Path) -> dict:
     """One training + validation + test batch through the real harness."""
     from attnbench.train import run
 
-    cfg = compose(["trainer.fast_dev_run=true", "trainer.accelerator=cpu", "logger=none",
-                   *overrides], output_dir)
+    cfg = compose(
+        ["trainer.fast_dev_run=true", "trainer.accelerator=cpu", "logger=none", *overrides],
+        output_dir,
+    )
     return run(cfg)
 
 
@@ -29,12 +31,14 @@ def fast_dev_run(overrides: list[str], output_dir: Path) -> dict:
 ATTNBENCH = [str(Path(sys.executable).with_name("attnbench"))]
 
 
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None,
-        timeout: int = 600) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run the installed ``attnbench`` console script."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run([*ATTNBENCH, *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [*ATTNBENCH, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+    )
 
 
 @pytest.fixture

@@ -68,8 +68,7 @@ def test_truncated_with_window_covering_everything_is_dot(n, causal, pad):
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 90), w=st.integers(0, 12), causal=st.booleans(),
-       cut=st.integers(0, 90))
+@given(n=st.integers(1, 90), w=st.integers(0, 12), causal=st.booleans(), cut=st.integers(0, 90))
 def test_truncated_weights_stay_in_the_window(n, w, causal, cut):
     attn = build("truncated", window=w)
     length = max(1, min(n, cut))
@@ -119,8 +118,14 @@ def grid_positions(rows: int, cols: int, b: int, cls: bool = False) -> torch.Ten
 
 
 @settings(max_examples=15, deadline=None)
-@given(rows=st.integers(1, 6), cols=st.integers(1, 6), w=st.integers(0, 3),
-       causal=st.booleans(), cls=st.booleans(), perm=st.booleans())
+@given(
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 6),
+    w=st.integers(0, 3),
+    causal=st.booleans(),
+    cls=st.booleans(),
+    perm=st.booleans(),
+)
 def test_truncated_2d_window_matches_dense_mask(rows, cols, w, causal, cls, perm):
     attn = build("truncated", window=w)
     pos = grid_positions(rows, cols, 2, cls).clone()
@@ -169,8 +174,12 @@ def test_graph_on_complete_graph_is_dot():
 
 
 @settings(max_examples=20, deadline=None)
-@given(n=st.integers(1, 12), density=st.floats(0.0, 1.0), loops=st.booleans(),
-       seed=st.integers(0, 1000))
+@given(
+    n=st.integers(1, 12),
+    density=st.floats(0.0, 1.0),
+    loops=st.booleans(),
+    seed=st.integers(0, 1000),
+)
 def test_graph_matches_dense_boolean_mask(n, density, loops, seed):
     g = torch.Generator().manual_seed(seed)
     adj = torch.rand(2, n, n, generator=g) < density  # (B, Nq, Nk)
@@ -203,21 +212,25 @@ def test_graph_refuses_without_edges():
 
 def _qkv(b: int, h: int, n: int, hd: int):
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(b, h, n, hd, dtype=torch.float64, generator=g, requires_grad=True)
-            for _ in range(3)]
+    return [
+        torch.randn(b, h, n, hd, dtype=torch.float64, generator=g, requires_grad=True)
+        for _ in range(3)
+    ]
 
 
 def test_gradcheck_band_and_grid():
     q, k, v = _qkv(1, 1, 7, 2)
     kv = padding([5], 7)
     assert torch.autograd.gradcheck(
-        lambda q, k, v: band_attention(q, k, v, 2, key_valid=kv, causal=False)[0], (q, k, v))
+        lambda q, k, v: band_attention(q, k, v, 2, key_valid=kv, causal=False)[0], (q, k, v)
+    )
     assert torch.autograd.gradcheck(
-        lambda q, k, v: band_attention(q, k, v, 1, causal=True, need_weights=True)[1],
-        (q, k, v))
+        lambda q, k, v: band_attention(q, k, v, 1, causal=True, need_weights=True)[1], (q, k, v)
+    )
     pos = grid_positions(2, 3, 1, cls=True)
     assert torch.autograd.gradcheck(
-        lambda q, k, v: grid_attention(q, k, v, pos, 1, key_valid=kv)[0], (q, k, v))
+        lambda q, k, v: grid_attention(q, k, v, pos, 1, key_valid=kv)[0], (q, k, v)
+    )
 
 
 def test_gradcheck_edges():
@@ -227,9 +240,11 @@ def test_gradcheck_edges():
     edges = edges + torch.tensor([[0] * 8 + [5] * 8])  # half the edges in the second graph
     kv = padding([5, 4], 5)
     assert torch.autograd.gradcheck(
-        lambda q, k, v: edge_attention(q, k, v, edges, key_valid=kv)[0], (q, k, v))
+        lambda q, k, v: edge_attention(q, k, v, edges, key_valid=kv)[0], (q, k, v)
+    )
     assert torch.autograd.gradcheck(
-        lambda q, k, v: edge_attention(q, k, v, edges, need_weights=True)[1], (q, k, v))
+        lambda q, k, v: edge_attention(q, k, v, edges, need_weights=True)[1], (q, k, v)
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -239,8 +254,12 @@ def test_truncated_trains_on_sentiment(tmp_path):
     from conftest import fast_dev_run
 
     summary = fast_dev_run(["attention=truncated", "attention.window=4"], tmp_path)
-    assert summary["plugins"]["attention"] == {"name": "truncated", "window": 4,
-                                                "dropout": 0.0, "bias": True}
+    assert summary["plugins"]["attention"] == {
+        "name": "truncated",
+        "window": 4,
+        "dropout": 0.0,
+        "bias": True,
+    }
     assert math.isfinite(summary["metrics"]["test/loss"])
 
 
@@ -251,9 +270,13 @@ def test_graph_refused_on_sentiment(tmp_path):
         fast_dev_run(["attention=graph"], tmp_path)
 
 
-@pytest.mark.parametrize("overrides", [["task=graph", "attention=graph"],
-                                       ["task=image", "attention=truncated",
-                                        "attention.window=1"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["task=graph", "attention=graph"],
+        ["task=image", "attention=truncated", "attention.window=1"],
+    ],
+)
 def test_restricted_attention_trains_on_structured_tasks(tmp_path, overrides):
     from conftest import fast_dev_run
 

@@ -54,10 +54,18 @@ def allowed(kpm: torch.Tensor, nq: int, nk: int, causal: bool) -> torch.Tensor:
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @settings(max_examples=15, deadline=None)
-@given(data=st.data(), b=st.integers(1, 2), nq=st.integers(1, 5), heads=st.sampled_from([1, 2]),
-       causal=st.booleans(), cross=st.booleans(), seed=st.integers(0, 2**16))
-def test_weights_are_a_distribution_over_allowed_keys(variant, data, b, nq, heads, causal,
-                                                      cross, seed):
+@given(
+    data=st.data(),
+    b=st.integers(1, 2),
+    nq=st.integers(1, 5),
+    heads=st.sampled_from([1, 2]),
+    causal=st.booleans(),
+    cross=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_weights_are_a_distribution_over_allowed_keys(
+    variant, data, b, nq, heads, causal, cross, seed
+):
     torch.manual_seed(seed)
     nk = data.draw(st.integers(1, 6)) if cross else nq
     lengths = data.draw(st.lists(st.integers(0 if cross else 1, nk), min_size=b, max_size=b))
@@ -114,13 +122,13 @@ def test_stepwise_causal_decoding_matches_the_full_pass(variant, posenc):
     attn = make(variant)
     pe = None
     if posenc is not None:
-        pe = attnbench.build("posenc", posenc, d_model=8, **({} if posenc == "rope"
-                                                             else {"heads": 2}))
+        pe = attnbench.build(
+            "posenc", posenc, d_model=8, **({} if posenc == "rope" else {"heads": 2})
+        )
     x = torch.randn(2, 5, 8)
     full, w_full = attn(x, x, x, ctx=Ctx(causal=True, posenc=pe), need_weights=True)
     for need_weights in (False, True):
-        last, w = attn(x[:, -2:], x, x, ctx=Ctx(causal=True, posenc=pe),
-                       need_weights=need_weights)
+        last, w = attn(x[:, -2:], x, x, ctx=Ctx(causal=True, posenc=pe), need_weights=need_weights)
         torch.testing.assert_close(last, full[:, -2:], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(w, w_full[:, :, -2:])
 
@@ -135,10 +143,10 @@ def test_multihead_dot_equals_torch_multihead_attention(case):
     ours = make("multihead-dot", d=d, heads=heads)
     ref = nn.MultiheadAttention(d, heads, batch_first=True).eval()
     with torch.no_grad():  # copy our weights into torch's packed layout
-        ref.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight,
-                                            ours.v_proj.weight]))
-        ref.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias,
-                                          ours.v_proj.bias]))
+        ref.in_proj_weight.copy_(
+            torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight])
+        )
+        ref.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
         ref.out_proj.weight.copy_(ours.out.weight)
         ref.out_proj.bias.copy_(ours.out.bias)
     q = torch.randn(b, n, d)
@@ -167,8 +175,9 @@ def test_multihead_rejects_an_unknown_score():
 
 
 def test_additive_takes_query_and_key_sizes_that_differ_from_d_model():
-    attn = attnbench.build("attention", "additive", d_model=8, heads=2, query_dim=5,
-                           key_dim=3, hidden=6).eval()
+    attn = attnbench.build(
+        "attention", "additive", d_model=8, heads=2, query_dim=5, key_dim=3, hidden=6
+    ).eval()
     q, kv = torch.randn(2, 4, 5), torch.randn(2, 7, 3)
     kpm = padding(2, 7, [7, 3])
     y, w = attn(q, kv, kv, ctx=Ctx(key_padding_mask=kpm), need_weights=True)
@@ -253,9 +262,15 @@ def test_score_bias_with_the_wrong_head_count_is_a_clear_error():
 def encoder(attention: str, posenc: str, **attn_params) -> nn.Module:
     torch.manual_seed(0)
     return attnbench.build(
-        "model", "transformer", d_model=16, heads=2, layers=2, dropout=0.0,
+        "model",
+        "transformer",
+        d_model=16,
+        heads=2,
+        layers=2,
+        dropout=0.0,
         attention=registry.factory("attention", attention, **attn_params),
-        posenc=registry.factory("posenc", posenc), task=SimpleNamespace(seq2seq=False),
+        posenc=registry.factory("posenc", posenc),
+        task=SimpleNamespace(seq2seq=False),
     ).eval()
 
 
@@ -285,10 +300,17 @@ def test_encoder_with_posenc_is_not_permutation_equivariant(posenc):
 # ---------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("overrides", [["attention=dot"], ["attention=multihead"],
-                                       ["attention=multihead", "attention.score=additive"],
-                                       ["attention=additive"], ["attention=linear"]],
-                         ids=lambda o: " ".join(o))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["attention=dot"],
+        ["attention=multihead"],
+        ["attention=multihead", "attention.score=additive"],
+        ["attention=additive"],
+        ["attention=linear"],
+    ],
+    ids=lambda o: " ".join(o),
+)
 def test_fast_dev_run_attention(overrides, tmp_path):
     summary = fast_dev_run(overrides, tmp_path)
     assert summary["plugins"]["attention"]["name"] == overrides[0].split("=")[1]
@@ -319,6 +341,11 @@ def test_additive_memory_stays_bounded_at_4096_tokens():
     """Forward + backward at N=4096, d=64, one head: the whole (N, N, d) tanh tensor would
     be 4 GiB; chunking and recomputation keep the added peak far below that."""
     # with glibc's default allocator settings, as a user runs it
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True,
-                         check=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     assert float(out.stdout.split()[-1]) < 1024  # MiB

@@ -44,8 +44,9 @@ def padded_batch(lengths: list[int], extra: int = 0) -> tuple[torch.Tensor, torc
 @pytest.mark.parametrize("model", BACKBONES)
 def test_fast_dev_run_every_task(model, task, tmp_path):
     overrides = [f"task={task}", f"model={model}", "model.d_model=16"]
-    if (registry.get("task", task).cls.seq2seq
-            and not hasattr(registry.get("model", model).cls, "decode")):
+    if registry.get("task", task).cls.seq2seq and not hasattr(
+        registry.get("model", model).cls, "decode"
+    ):
         with pytest.raises(ConfigError, match="encoder-decoder"):
             fast_dev_run(overrides, tmp_path)
         return
@@ -105,8 +106,9 @@ def test_cnn_grid_padding_never_leaks():
     mask_more = torch.cat([mask, torch.zeros(2, 2, dtype=torch.bool)], 1)
     with torch.no_grad():
         out = model(x, Ctx(key_padding_mask=mask, positions=pos))
-        out_more = model(x_more, Ctx(key_padding_mask=mask_more,
-                                     positions=torch.cat([pos, pad_pos], 1)))
+        out_more = model(
+            x_more, Ctx(key_padding_mask=mask_more, positions=torch.cat([pos, pad_pos], 1))
+        )
     torch.testing.assert_close(out_more[:, :12], out, atol=1e-5, rtol=1e-5)
 
 
@@ -138,8 +140,9 @@ def test_window_mlp_receptive_field_is_what_it_sees():
     assert seen[15 - 4 : 15 + 5].all()
 
 
-@pytest.mark.parametrize(("name", "params"), [("cnn", {}), ("rnn", {"bidirectional": False}),
-                                              ("window_mlp", {})])
+@pytest.mark.parametrize(
+    ("name", "params"), [("cnn", {}), ("rnn", {"bidirectional": False}), ("window_mlp", {})]
+)
 def test_causal_outputs_ignore_the_future(name, params):
     seen = influence(build(name, **params), 12, 6, causal=True)
     assert not seen[:6].any() and seen[6:7].all()
@@ -158,15 +161,21 @@ def reference_grid_cnn(model, img: torch.Tensor) -> torch.Tensor:
     h = img.unsqueeze(0)  # (1, H, W, d)
     for block in model.blocks:
         y = block.norm(h).permute(0, 3, 1, 2)  # (1, d, H, W)
-        y = F.conv2d(y, block.conv.weight, block.conv.bias, padding="same",
-                     dilation=block.conv.dilation)
+        y = F.conv2d(
+            y, block.conv.weight, block.conv.bias, padding="same", dilation=block.conv.dilation
+        )
         y = F.gelu(y).permute(0, 2, 3, 1)
         h = h + y if block.residual else y
     return model.final_norm(h)[0]
 
 
-@pytest.mark.parametrize("params", [{"layers": 1, "residual": False, "dilation": 1},
-                                    {"layers": 2, "kernel_size": 3, "dilation": 2}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"layers": 1, "residual": False, "dilation": 1},
+        {"layers": 2, "kernel_size": 3, "dilation": 2},
+    ],
+)
 def test_cnn_grid_matches_conv2d_on_the_image(params):
     model = build("cnn", grid=True, **params)
     g = torch.Generator().manual_seed(2)
@@ -190,8 +199,9 @@ def test_cnn_grid_matches_conv2d_on_the_image(params):
         for b, (H, W) in enumerate(sizes):
             ref = reference_grid_cnn(model, images[b])  # (H, W, d)
             p = pos[b, 1 : 1 + H * W]
-            torch.testing.assert_close(out[b, 1 : 1 + H * W], ref[p[:, 0], p[:, 1]],
-                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                out[b, 1 : 1 + H * W], ref[p[:, 0], p[:, 1]], atol=1e-5, rtol=1e-5
+            )
             # the CLS token is not convolved: only the final LayerNorm touches it
             torch.testing.assert_close(out[b, 0], model.final_norm(x[b, 0]))
 
@@ -211,19 +221,28 @@ def test_mlp_serves_graph_tasks():
     assert not hasattr(registry.get("model", "mlp").cls, "check_task")
 
 
-@pytest.mark.parametrize(("name", "params", "ctx", "message"), [
-    ("rnn", {}, Ctx(causal=True), "model.bidirectional=false"),
-    ("cnn", {}, Ctx(positions=torch.zeros(1, 5, 2, dtype=torch.long)), "grid is False"),
-    ("cnn", {"grid": True}, Ctx(), "got no 2-D positions"),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "ctx", "message"),
+    [
+        ("rnn", {}, Ctx(causal=True), "model.bidirectional=false"),
+        ("cnn", {}, Ctx(positions=torch.zeros(1, 5, 2, dtype=torch.long)), "grid is False"),
+        ("cnn", {"grid": True}, Ctx(), "got no 2-D positions"),
+    ],
+)
 def test_refused_inputs(name, params, ctx, message):
     with pytest.raises(ConfigError, match=message):
         build(name, **params)(torch.randn(1, 5, D), ctx)
 
 
-@pytest.mark.parametrize(("name", "params"), [("rnn", {"cell": "rnn"}), ("cnn", {"layers": 0}),
-                                              ("window_mlp", {"window": -1}),
-                                              ("mlp", {"layers": 0})])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("rnn", {"cell": "rnn"}),
+        ("cnn", {"layers": 0}),
+        ("window_mlp", {"window": -1}),
+        ("mlp", {"layers": 0}),
+    ],
+)
 def test_bad_parameters(name, params):
     with pytest.raises(ConfigError, match="model\\."):
         build(name, **params)

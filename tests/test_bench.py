@@ -14,16 +14,46 @@ from attnbench.nn.ctx import Ctx
 
 def test_tiny_attention_bench_writes_csv_png_and_table(tmp_path, capsys):
     out = tmp_path / "results"
-    bench.main(["attention", "--sizes", "64,128", "--repeats", "1", "--warmup", "0",
-                "--min-time", "0", "--malloc", "default",
-                "--variants", "dot,truncated,graph,sdpa_ref,dense_ref,graph_dense_ref,additive",
-                "--window", "4", "--d-model", "32", "--heads", "2", "--out", str(out)])
+    bench.main(
+        [
+            "attention",
+            "--sizes",
+            "64,128",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--min-time",
+            "0",
+            "--malloc",
+            "default",
+            "--variants",
+            "dot,truncated,graph,sdpa_ref,dense_ref,graph_dense_ref,additive",
+            "--window",
+            "4",
+            "--d-model",
+            "32",
+            "--heads",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     rows = list(csv.DictReader(open(out / "attention.csv")))
     assert [(r["variant"], r["n"]) for r in rows] == [
-        (v, n) for v in ("dot", "truncated", "graph", "sdpa_ref", "dense_ref", "graph_dense_ref",
-                         "additive")
-        for n in ("64", "128")]
+        (v, n)
+        for v in (
+            "dot",
+            "truncated",
+            "graph",
+            "sdpa_ref",
+            "dense_ref",
+            "graph_dense_ref",
+            "additive",
+        )
+        for n in ("64", "128")
+    ]
     for r in rows:
         assert r["status"] == "ok", r
         assert float(r["time_ms"]) > 0 and float(r["peak_mb"]) > 0
@@ -47,20 +77,45 @@ def test_failing_variant_gets_a_row_and_later_sizes_are_skipped(tmp_path, monkey
 
     monkeypatch.setattr(bench, "build_variant", build)
     out = tmp_path / "r"
-    bench.main(["attention", "--sizes", "32,64", "--repeats", "1", "--warmup", "0",
-                "--min-time", "0", "--malloc", "default", "--variants", "dot,sdpa_ref",
-                "--d-model", "16", "--heads", "2", "--out", str(out)])
+    bench.main(
+        [
+            "attention",
+            "--sizes",
+            "32,64",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--min-time",
+            "0",
+            "--malloc",
+            "default",
+            "--variants",
+            "dot,sdpa_ref",
+            "--d-model",
+            "16",
+            "--heads",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     rows = list(csv.DictReader(open(out / "attention.csv")))
     assert [(r["variant"], r["status"]) for r in rows] == [
-        ("dot", "failed"), ("dot", "skipped"), ("sdpa_ref", "ok"), ("sdpa_ref", "ok")]
+        ("dot", "failed"),
+        ("dot", "skipped"),
+        ("sdpa_ref", "ok"),
+        ("sdpa_ref", "ok"),
+    ]
     assert rows[0]["note"] == "RuntimeError: boom"
     assert math.isnan(float(rows[0]["time_ms"]))
 
 
 def test_bench_rejects_unknown_variant(tmp_path):
     with pytest.raises(registry.UnknownPluginError, match="did you mean 'truncated'"):
-        bench.main(["attention", "--variants", "truncatd", "--malloc", "default",
-                    "--out", str(tmp_path)])
+        bench.main(
+            ["attention", "--variants", "truncatd", "--malloc", "default", "--out", str(tmp_path)]
+        )
 
 
 def test_cpu_peak_counts_what_a_pass_allocates():
@@ -104,8 +159,21 @@ def test_min_time_adds_passes(monkeypatch):
     module = bench.SdpaRef(8, 2)
     real_forward = module.forward
     monkeypatch.setattr(module, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
-    args = bench.parser().parse_args(["attention", "--repeats", "2", "--warmup", "0",
-                                      "--min-time", "0", "--d-model", "8", "--heads", "2"])
+    args = bench.parser().parse_args(
+        [
+            "attention",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--min-time",
+            "0",
+            "--d-model",
+            "8",
+            "--heads",
+            "2",
+        ]
+    )
     bench.measure(module, 16, args, None, torch.device("cpu"))
     few = len(calls)
     calls.clear()

@@ -105,8 +105,9 @@ def test_pos_task_uses_cache(tmp_path, cache_env):
     assert second.cache_path == first.cache_path and second.sizes == first.sizes
     for split in ("train", "test"):
         a, b = first.splits[split], second.splits[split]
-        assert all(torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][1], b[i][1])
-                   for i in range(len(a)))
+        assert all(
+            torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][1], b[i][1]) for i in range(len(a))
+        )
     test = data / "pos" / "en_ewt-ud-test.conllu"
     test.write_text(test.read_text().replace("\tdog\tdog\t", "\tcat\tcat\t"))
     assert setup().from_cache is False  # the file changed: rebuilt

@@ -71,6 +71,7 @@ def test_greedy_stops_at_eos_and_pads_after():
 def trap():
     """Greedy takes token 3 (p=0.6) but then only poor continuations; token 4 (p=0.4) leads
     to a sure </s>: the best sequence is [4, </s>] with P = 0.4 > 0.6 * 0.5."""
+
     def step(tokens, state):
         n = tokens.size(0)
         probs = torch.full((n, V), 1e-6)
@@ -121,6 +122,7 @@ def test_beam_results_do_not_depend_on_the_rest_of_the_batch():
     table = torch.randn(4, V, V, generator=g) * 2
     mix = torch.randn(V, V, generator=g)
     for b in range(4):
+
         def alone(tokens, state, b=b):
             acc = torch.zeros(tokens.size(0), V) if state is None else state
             acc = 0.5 * acc + torch.nn.functional.one_hot(tokens, V).float()
@@ -143,8 +145,11 @@ def test_beam_search_score_is_at_least_greedys_on_random_models():
 
 
 def test_select_state_reorders_nested_batch_first_tensors():
-    state = {"pos": 3, "layers": [torch.arange(4)[:, None] * 10, None],
-             "pair": (torch.arange(4), "keep")}
+    state = {
+        "pos": 3,
+        "layers": [torch.arange(4)[:, None] * 10, None],
+        "pair": (torch.arange(4), "keep"),
+    }
     idx = torch.tensor([2, 2, 0])
     out = select_state(state, idx)
     assert out["pos"] == 3 and out["layers"][1] is None and out["pair"][1] == "keep"

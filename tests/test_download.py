@@ -40,10 +40,14 @@ def test_fetch_over_http_verifies_and_places_files(http_root, tmp_path):
     a, b = b"alpha\n", gzip.compress(b"beta\n")
     (root / "a.txt").write_bytes(a)
     (root / "b.gz").write_bytes(b)
-    source = dl.Source("stuff", "https://example.invalid/", (
-        dl.Remote("a.txt", "a.txt", sha(a)),
-        dl.Remote("b.gz", "sub/b.gz", sha(b"beta\n"), gunzip_digest=True),
-    ))
+    source = dl.Source(
+        "stuff",
+        "https://example.invalid/",
+        (
+            dl.Remote("a.txt", "a.txt", sha(a)),
+            dl.Remote("b.gz", "sub/b.gz", sha(b"beta\n"), gunzip_digest=True),
+        ),
+    )
     data = tmp_path / "data"
     written = dl.fetch(source, data, base_url=url)
     assert written == [data / "stuff" / "a.txt", data / "stuff" / "sub" / "b.gz"]
@@ -58,12 +62,21 @@ def test_zip_members_and_git_blob(tmp_path):
         z.writestr("SST-2/test.tsv", "index\tsentence\n0\tok\n")
     (tmp_path / "SST-2.zip").write_bytes(buf.getvalue())
     test = b"index\tsentence\n0\tok\n"
-    source = dl.Source("sentiment", "https://example.invalid/", (
-        dl.Remote("SST-2.zip", "train.tsv", sha(b"sentence\tlabel\nok\t1\n"),
-                  member="SST-2/train.tsv"),
-        dl.Remote("SST-2.zip", "test.tsv", member="SST-2/test.tsv",
-                  git_blob=hashlib.sha1(b"blob %d\0" % len(test) + test).hexdigest()),
-    ))
+    source = dl.Source(
+        "sentiment",
+        "https://example.invalid/",
+        (
+            dl.Remote(
+                "SST-2.zip", "train.tsv", sha(b"sentence\tlabel\nok\t1\n"), member="SST-2/train.tsv"
+            ),
+            dl.Remote(
+                "SST-2.zip",
+                "test.tsv",
+                member="SST-2/test.tsv",
+                git_blob=hashlib.sha1(b"blob %d\0" % len(test) + test).hexdigest(),
+            ),
+        ),
+    )
     written = dl.fetch(source, tmp_path / "data", base_url=tmp_path.as_uri())
     assert [p.name for p in written] == ["train.tsv", "test.tsv"]
     assert written[1].read_bytes() == test
@@ -73,10 +86,14 @@ def test_checksum_mismatch_is_one_line_and_leaves_nothing(http_root, tmp_path):
     root, url = http_root
     (root / "good.txt").write_bytes(b"good")
     (root / "bad.txt").write_bytes(b"tampered")
-    source = dl.Source("stuff", "https://example.invalid/", (
-        dl.Remote("good.txt", "good.txt", sha(b"good")),
-        dl.Remote("bad.txt", "bad.txt", sha(b"original")),
-    ))
+    source = dl.Source(
+        "stuff",
+        "https://example.invalid/",
+        (
+            dl.Remote("good.txt", "good.txt", sha(b"good")),
+            dl.Remote("bad.txt", "bad.txt", sha(b"original")),
+        ),
+    )
     fresh = tmp_path / "fresh"
     with pytest.raises(DataError, match=r"checksum mismatch for .*bad\.txt") as err:
         dl.fetch(source, fresh, base_url=url)
@@ -118,7 +135,10 @@ def test_download_ud_ewt_from_a_local_mirror(shared_data, tmp_path):
         (mirror / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
     written = dl.download("ud_ewt", tmp_path / "data", base_url=mirror.as_uri())
     assert sorted(p.name for p in written) == [
-        "en_ewt-ud-dev.conllu", "en_ewt-ud-test.conllu", "en_ewt-ud-train.conllu"]
+        "en_ewt-ud-dev.conllu",
+        "en_ewt-ud-test.conllu",
+        "en_ewt-ud-train.conllu",
+    ]
     assert all(p.parent == tmp_path / "data" / "pos" for p in written)
     for gz in (shared_data / "graph" / "planetoid_raw").glob("ind.cora.*.gz"):
         (mirror / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
@@ -129,19 +149,31 @@ def test_download_multi30k_and_mnist_checksums_match_shared_data(shared_data, tm
     # Multi30k gz files are upstream's bytes; our MNIST .gz files are recompressed, which
     # the decompressed-content digest is meant to accept.
     for name, folder in (("multi30k", "translation"), ("mnist", "images/mnist")):
-        written = dl.download(name, tmp_path / "data",
-                              base_url=(shared_data / folder).as_uri())
+        written = dl.download(name, tmp_path / "data", base_url=(shared_data / folder).as_uri())
         assert len(written) == len(dl.SOURCES[name].files)
 
 
 def test_command_line(tmp_path, capsys):
     (tmp_path / "mirror").mkdir()
-    for name in ("train.en", "train.de", "val.en", "val.de", "test_2016_flickr.en",
-                 "test_2016_flickr.de"):
+    for name in (
+        "train.en",
+        "train.de",
+        "val.en",
+        "val.de",
+        "test_2016_flickr.en",
+        "test_2016_flickr.de",
+    ):
         (tmp_path / "mirror" / f"{name}.gz").write_bytes(b"not the real file")
     with pytest.raises(SystemExit) as exit_:
-        dl.main(["multi30k", "--data-dir", str(tmp_path / "data"),
-                 "--base-url", (tmp_path / "mirror").as_uri()])
+        dl.main(
+            [
+                "multi30k",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--base-url",
+                (tmp_path / "mirror").as_uri(),
+            ]
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checksum mismatch") and err.count("\n") == 1

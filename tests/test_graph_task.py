@@ -17,9 +17,14 @@ def write_npz(path, **changes) -> dict:
     """A 6-node path graph 0-1-2-3-4-5 with 3 features and 2 classes."""
     src = np.array([0, 1, 1, 2, 2, 3, 3, 4, 4, 5])
     dst = np.array([1, 0, 2, 1, 3, 2, 4, 3, 5, 4])
-    arrays = {"x": np.eye(6, 3, dtype=np.uint8) + 1, "y": np.array([0, 0, 0, 1, 1, 1]),
-              "edge_index": np.stack([src, dst]), "train_idx": np.array([0, 5]),
-              "val_idx": np.array([1, 4]), "test_idx": np.array([2, 3])}
+    arrays = {
+        "x": np.eye(6, 3, dtype=np.uint8) + 1,
+        "y": np.array([0, 0, 0, 1, 1, 1]),
+        "edge_index": np.stack([src, dst]),
+        "train_idx": np.array([0, 5]),
+        "val_idx": np.array([1, 4]),
+        "test_idx": np.array([2, 3]),
+    }
     arrays.update(changes)
     arrays = {k: v for k, v in arrays.items() if v is not None}
     np.savez(path, **arrays)
@@ -42,13 +47,16 @@ def test_npz_reader(tmp_path):
     assert load_planetoid_npz(tmp_path / "d.npz").edges.tolist() == [[1, 3], [0, 2]]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"edge_index": np.array([[0, 9], [9, 0]])}, "edge_index holds node ids outside 0..5"),
-    ({"y": np.array([0, 1])}, r"y has shape \(2,\)"),
-    ({"test_idx": None}, r"lacks array\(s\) \['test_idx'\]"),
-    ({"val_idx": np.array([7])}, "val_idx holds node ids outside"),
-    ({"edge_index": np.zeros((3, 2), np.int64)}, r"edge_index has shape \(3, 2\)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"edge_index": np.array([[0, 9], [9, 0]])}, "edge_index holds node ids outside 0..5"),
+        ({"y": np.array([0, 1])}, r"y has shape \(2,\)"),
+        ({"test_idx": None}, r"lacks array\(s\) \['test_idx'\]"),
+        ({"val_idx": np.array([7])}, "val_idx holds node ids outside"),
+        ({"edge_index": np.zeros((3, 2), np.int64)}, r"edge_index has shape \(3, 2\)"),
+    ],
+)
 def test_npz_malformed(tmp_path, change, message):
     write_npz(tmp_path / "g.npz", **change)
     with pytest.raises(DataError, match=message):
@@ -138,8 +146,9 @@ def test_cora_edges_match_the_npz(shared_data):
 
 @pytest.mark.parametrize("attention", ["dot", "graph"])
 def test_graph_task_fast_dev_run(tmp_path, attention):
-    summary = fast_dev_run(["task=graph", "model=transformer", f"attention={attention}",
-                            "posenc=none"], tmp_path)
+    summary = fast_dev_run(
+        ["task=graph", "model=transformer", f"attention={attention}", "posenc=none"], tmp_path
+    )
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
     assert summary["train_samples_per_s"] is None or summary["train_samples_per_s"] > 0
 
@@ -150,14 +159,24 @@ def test_graph_task_default_posenc_fast_dev_run(tmp_path):
 
 
 def test_cora_fast_dev_run(tmp_path, shared_data):
-    summary = fast_dev_run(["task=graph", "task.dataset=cora", "model=transformer",
-                            "posenc=none", f"data_dir={shared_data}"], tmp_path)
+    summary = fast_dev_run(
+        [
+            "task=graph",
+            "task.dataset=cora",
+            "model=transformer",
+            "posenc=none",
+            f"data_dir={shared_data}",
+        ],
+        tmp_path,
+    )
     assert "test/acc" in summary["metrics"]
 
 
 def test_npz_fixture_fast_dev_run(tmp_path):
     (tmp_path / "data" / "graph").mkdir(parents=True)
     write_npz(tmp_path / "data" / "graph" / "cora_planetoid.npz")
-    summary = fast_dev_run(["task=graph", "task.dataset=cora", "posenc=none",
-                            f"data_dir={tmp_path / 'data'}"], tmp_path / "run")
+    summary = fast_dev_run(
+        ["task=graph", "task.dataset=cora", "posenc=none", f"data_dir={tmp_path / 'data'}"],
+        tmp_path / "run",
+    )
     assert "test/acc" in summary["metrics"]

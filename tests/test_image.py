@@ -44,6 +44,7 @@ def write_mnist(folder, n_train: int = 40, n_test: int = 12, gz: bool = True) ->
 
 # ----------------------------------------------------------------------------- IDX / MNIST
 
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_reader_round_trips_and_carves_val(tmp_path, gz):
     arrays = write_mnist(tmp_path / "mnist", gz=gz)
@@ -94,12 +95,16 @@ def test_mnist_missing_files_say_where_they_go(tmp_path):
 
 # ----------------------------------------------------------------------------- CIFAR-10
 
+
 def write_cifar(folder, n: int = 6, protocol: int = 2) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, n).tolist(), b"batch_label": name.encode()}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, n).tolist(),
+            b"batch_label": name.encode(),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=protocol)
 
@@ -113,8 +118,7 @@ def test_cifar_reader(tmp_path, protocol):
     with open(folder / "test_batch", "rb") as f:
         raw = pickle.load(f)
     # channel-major rows: the first 1024 bytes are the red plane
-    assert torch.equal(splits["test"][0][0, 0].flatten(),
-                       torch.from_numpy(raw[b"data"][0, :1024]))
+    assert torch.equal(splits["test"][0][0, 0].flatten(), torch.from_numpy(raw[b"data"][0, :1024]))
     assert splits["test"][1].tolist() == raw[b"labels"]
 
 
@@ -138,6 +142,7 @@ def test_cifar_refuses_foreign_pickle_and_bad_shapes(tmp_path):
 
 
 # ----------------------------------------------------------------------------- task
+
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
     a, b = load_digits_splits(), load_digits_splits()
@@ -165,7 +170,7 @@ def test_patch_positions_are_the_2d_grid_and_patches_match_pixels():
     # patch k is the pixel block at (2*row, 2*col): rebuild it from the projection's input
     img = (batch["image"].float() / 16 - emb.mean) / emb.std
     k, (r, c) = 6, pos[6].tolist()
-    expected = emb.proj(img[:, :, 2 * r:2 * r + 2, 2 * c:2 * c + 2].reshape(b, -1))
+    expected = emb.proj(img[:, :, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2].reshape(b, -1))
     assert torch.allclose(x[:, k], expected, atol=1e-6)
 
 
@@ -198,16 +203,20 @@ def test_image_task_fast_dev_run(tmp_path, extra):
 
 
 def test_mnist_fast_dev_run_on_shared_data(tmp_path, shared_data):
-    summary = fast_dev_run(["task=image", "task.dataset=mnist", "model=transformer",
-                            f"data_dir={shared_data}"], tmp_path)
+    summary = fast_dev_run(
+        ["task=image", "task.dataset=mnist", "model=transformer", f"data_dir={shared_data}"],
+        tmp_path,
+    )
     assert summary["plugins"]["task"]["dataset"] == "mnist"
     assert "test/acc" in summary["metrics"]
 
 
 def test_mnist_fixture_fast_dev_run(tmp_path):
     write_mnist(tmp_path / "data" / "images" / "mnist", n_train=80)
-    summary = fast_dev_run(["task=image", "task.dataset=mnist", "task.patch=7",
-                            f"data_dir={tmp_path / 'data'}"], tmp_path / "run")
+    summary = fast_dev_run(
+        ["task=image", "task.dataset=mnist", "task.patch=7", f"data_dir={tmp_path / 'data'}"],
+        tmp_path / "run",
+    )
     assert "test/acc" in summary["metrics"]
 
 
@@ -217,8 +226,11 @@ def test_shift_augmentation_translates_in_training_only():
     emb = task.build_embedder(8)
     img = torch.arange(16.0).view(1, 1, 4, 4).repeat(40, 1, 1, 1)
     padded = torch.nn.functional.pad(img[0], (1, 1, 1, 1))
-    shifted = {(dy, dx): padded[:, 1 + dy:5 + dy, 1 + dx:5 + dx]
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    shifted = {
+        (dy, dx): padded[:, 1 + dy : 5 + dy, 1 + dx : 5 + dx]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    }
     seen = {k for o in emb.translate(img) for k, v in shifted.items() if torch.equal(o, v)}
     assert len(seen) > 3  # every output is one of the 9 shifts, and they vary per image
     assert all(any(torch.equal(o, v) for v in shifted.values()) for o in emb.translate(img))

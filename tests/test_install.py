@@ -14,23 +14,34 @@ from conftest import REPO
 
 def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                            str(wheels), str(REPO)], capture_output=True, text=True, timeout=600)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     [wheel] = wheels.glob("attnbench-*.whl")
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    pip = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
-                         capture_output=True, text=True, timeout=600)
+    pip = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
     # The venv borrows the dependencies (torch, Lightning, ...) from this interpreter, but
     # attnbench itself comes only from the wheel: this interpreter's .pth files (an
     # editable install) are not processed for a path added this way.
-    venv_site = subprocess.run([str(python), "-c", "import sysconfig; "
-                                "print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+    venv_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     deps = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
     with open(os.path.join(venv_site, "zz_deps.pth"), "w") as f:
         f.write("\n".join(dict.fromkeys(deps)) + "\n")
@@ -38,21 +49,43 @@ def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ATTNBENCH_PLUGIN_PATH")}
-    where = subprocess.run([str(python), "-c", "import attnbench, attnbench.conf; "
-                            "print(attnbench.__file__); print(attnbench.get('attention', 'dot')"
-                            ".source)"], cwd=elsewhere, env=env, capture_output=True,
-                           text=True, timeout=300)
+    where = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import attnbench, attnbench.conf; "
+            "print(attnbench.__file__); print(attnbench.get('attention', 'dot')"
+            ".source)",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert where.returncode == 0, where.stderr[-3000:]
     path, source = where.stdout.split()
     assert path.startswith(venv_site) and source == "built-in"
 
     attnbench = venv / "bin" / "attnbench"
-    listed = subprocess.run([str(attnbench), "list"], cwd=elsewhere, env=env,
-                            capture_output=True, text=True, timeout=300)
+    listed = subprocess.run(
+        [str(attnbench), "list"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert listed.returncode == 0 and "transformer" in listed.stdout and "built-in" in listed.stdout
 
-    ran = subprocess.run([str(attnbench), "trainer.fast_dev_run=true", "hydra.run.dir=run"],
-                         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    ran = subprocess.run(
+        [str(attnbench), "trainer.fast_dev_run=true", "hydra.run.dir=run"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     summary = json.loads((elsewhere / "run" / "summary.json").read_text())
     assert summary["plugins"]["task"]["name"] == "sentiment"

@@ -42,7 +42,7 @@ def test_adding_problem_markers_and_labels():
 
 def test_sum_bins_have_equal_mass():
     edges = sum_bin_edges(4)
-    assert torch.allclose(edges, torch.tensor([2 ** -0.5, 1.0, 2 - 2 ** -0.5]))
+    assert torch.allclose(edges, torch.tensor([2**-0.5, 1.0, 2 - 2**-0.5]))
     _, y = adding_problem(20000, 8, bins=5, seed=1)
     counts = torch.bincount(y, minlength=5).float() / 20000
     assert torch.allclose(counts, torch.full((5,), 0.2), atol=0.02)
@@ -50,8 +50,12 @@ def test_sum_bins_have_equal_mass():
 
 def evaluate(tokens: list[str]) -> int:
     """An independent stack evaluator of a ListOps token list."""
-    ops = {"[MAX": max, "[MIN": min, "[SM": lambda a: sum(a) % 10,
-           "[MED": lambda a: int(statistics.median(a))}
+    ops = {
+        "[MAX": max,
+        "[MIN": min,
+        "[SM": lambda a: sum(a) % 10,
+        "[MED": lambda a: int(statistics.median(a)),
+    }
     stack: list = []
     for t in tokens:
         if t == CLOSE:
@@ -107,6 +111,8 @@ def test_bad_params():
 
 @pytest.mark.parametrize("extra", [[], ["task.dataset=listops", "task.length=64"]])
 def test_longrange_fast_dev_run(tmp_path, extra):
-    summary = fast_dev_run(["task=longrange", "model=transformer", "task.train_size=256",
-                            "task.eval_size=64", *extra], tmp_path)
+    summary = fast_dev_run(
+        ["task=longrange", "model=transformer", "task.train_size=256", "task.eval_size=64", *extra],
+        tmp_path,
+    )
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0 and "test/f1" in summary["metrics"]

@@ -89,13 +89,20 @@ def test_unreachable_budget_is_a_config_error(setups):
 def test_unknown_reference_parameter_is_rejected(setups):
     _, plugins, task = setups["sentiment"]
     with pytest.raises(registry.PluginParameterError, match="no parameter 'hedas'"):
-        match_widths({**plugins, "model": ("cnn", {})}, task,
-                     reference={"_name_": "transformer", "hedas": 4})
+        match_widths(
+            {**plugins, "model": ("cnn", {})}, task, reference={"_name_": "transformer", "hedas": 4}
+        )
 
 
-@pytest.mark.parametrize("preset,task_name", [
-    ("compare_backbones", "sentiment"), ("compare_sst2", "sentiment"),
-    ("compare_digits", "image"), ("compare_pos", "pos")])
+@pytest.mark.parametrize(
+    "preset,task_name",
+    [
+        ("compare_backbones", "sentiment"),
+        ("compare_sst2", "sentiment"),
+        ("compare_digits", "image"),
+        ("compare_pos", "pos"),
+    ],
+)
 def test_every_compare_preset_matches_its_backbones(tmp_path, preset, task_name):
     """Each per-task comparison preset composes, and every backbone lands within 10% of the
     transformer run of the same sweep (which is built as the reference)."""

@@ -38,8 +38,12 @@ def write_ud(folder: Path, n: int = 40) -> Path:
     """A tiny UD-like treebank under folder/pos/ (train gzipped, as in shared data)."""
     pos = folder / "pos"
     pos.mkdir(parents=True, exist_ok=True)
-    sent = "".join(_line(i + 1, w, t) for i, (w, t) in
-                   enumerate([("The", "DET"), ("dog", "NOUN"), ("barks", "VERB"), (".", "PUNCT")]))
+    sent = "".join(
+        _line(i + 1, w, t)
+        for i, (w, t) in enumerate(
+            [("The", "DET"), ("dog", "NOUN"), ("barks", "VERB"), (".", "PUNCT")]
+        )
+    )
     text = "\n".join([sent] * n) + "\n"
     with gzip.open(pos / "en_ewt-ud-train.conllu.gz", "wt") as f:
         f.write(text)
@@ -60,12 +64,15 @@ def test_reader_skips_comments_ranges_and_empty_nodes(tmp_path):
     assert read_conllu(gz) == read_conllu(path)
 
 
-@pytest.mark.parametrize("bad, line, words", [
-    ("1\tI\tI\tPRON\n", 1, "expected 10"),
-    (_line(1, "a", "DET") + _line(3, "b", "NOUN"), 2, "expected 2"),
-    (_line(1, "a", "DET") + "x\tb\tb\tNOUN\t_\t_\t0\tdep\t_\t_\n", 2, "word id 'x'"),
-    (_line(1, "a", "NN"), 1, "not a universal POS tag"),
-])
+@pytest.mark.parametrize(
+    "bad, line, words",
+    [
+        ("1\tI\tI\tPRON\n", 1, "expected 10"),
+        (_line(1, "a", "DET") + _line(3, "b", "NOUN"), 2, "expected 2"),
+        (_line(1, "a", "DET") + "x\tb\tb\tNOUN\t_\t_\t0\tdep\t_\t_\n", 2, "word id 'x'"),
+        (_line(1, "a", "NN"), 1, "not a universal POS tag"),
+    ],
+)
 def test_reader_malformed_lines_name_file_and_line(tmp_path, bad, line, words):
     path = tmp_path / "bad.conllu"
     path.write_text("# comment\n" + bad)
@@ -108,7 +115,12 @@ def test_word_shape():
     from attnbench.plugins.tasks.pos import word_shape
 
     assert [word_shape(w) for w in ("Hello", "U.S.", "1,000", "e-mail", "NASA")] == [
-        "Xx", "X.X.", "d,d", "x-x", "X"]
+        "Xx",
+        "X.X.",
+        "d,d",
+        "x-x",
+        "X",
+    ]
 
 
 def test_word_dropout_only_in_training():
@@ -151,15 +163,18 @@ def test_fast_dev_run_synthetic_transformer(tmp_path):
 def test_fast_dev_run_ud_fixture(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path / "cache"))
     data = write_ud(tmp_path / "data")
-    summary = fast_dev_run(["task=pos", "task.dataset=ud_ewt", f"data_dir={data}",
-                            "model.d_model=32"], tmp_path / "run")
+    summary = fast_dev_run(
+        ["task=pos", "task.dataset=ud_ewt", f"data_dir={data}", "model.d_model=32"],
+        tmp_path / "run",
+    )
     assert "test/acc" in summary["metrics"]
 
 
 def test_fast_dev_run_ud_ewt_shared(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path / "cache"))
-    summary = fast_dev_run(["task=pos", "task.dataset=ud_ewt", f"data_dir={shared_data}",
-                            "model.d_model=32"], tmp_path)
+    summary = fast_dev_run(
+        ["task=pos", "task.dataset=ud_ewt", f"data_dir={shared_data}", "model.d_model=32"], tmp_path
+    )
     assert "test/acc" in summary["metrics"]
 
 
@@ -186,11 +201,14 @@ def test_char_cnn_tells_unseen_words_apart_by_spelling(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path / "cache"))
     data = write_ud(tmp_path / "data")
     # two test-only words: same <unk> word id, shape and (rare -> <unk>) suffixes
-    test = "".join(_line(i + 1, w, t) for i, (w, t) in
-                   enumerate([("The", "DET"), ("bogs", "NOUN"), ("zebs", "VERB")]))
+    test = "".join(
+        _line(i + 1, w, t)
+        for i, (w, t) in enumerate([("The", "DET"), ("bogs", "NOUN"), ("zebs", "VERB")])
+    )
     (data / "pos" / "en_ewt-ud-test.conllu").write_text(test + "\n")
-    task = registry.build("task", "pos", data_dir=str(data), dataset="ud_ewt", char_dim=8,
-                          char_filters=16)
+    task = registry.build(
+        "task", "pos", data_dir=str(data), dataset="ud_ewt", char_dim=8, char_filters=16
+    )
     task.setup()
     feats, _ = task.splits["test"][0]  # (3, F): word, shape, suffixes, form id
     itos, table = task.chars["itos"], task.chars["table"]

@@ -36,8 +36,9 @@ def test_sinusoidal_matches_its_closed_form():
             assert got[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
             assert got[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
     positions = torch.tensor([[4, 0, 7]])  # explicit positions pick those rows
-    torch.testing.assert_close(pe(torch.zeros(1, 3, d), Ctx(positions=positions))[0],
-                               got[[4, 0, 7]])
+    torch.testing.assert_close(
+        pe(torch.zeros(1, 3, d), Ctx(positions=positions))[0], got[[4, 0, 7]]
+    )
 
 
 # ---------------------------------------------------------------- RoPE
@@ -59,8 +60,7 @@ def test_rope_keeps_norms_and_scores_depend_only_on_the_offset(offset, n, seed):
     torch.testing.assert_close(scores[1:, 1:], scores[:-1, :-1], atol=1e-4, rtol=1e-4)
     # ... and not on where the sequence starts
     rq0, rk0 = rope.rotate(q, k, Ctx())
-    torch.testing.assert_close(scores, (rq0 @ rk0.transpose(-2, -1))[0, 0],
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scores, (rq0 @ rk0.transpose(-2, -1))[0, 0], atol=1e-4, rtol=1e-4)
     assert not torch.allclose(scores[0, 0], scores[1, 0])  # it does depend on the offset
 
 
@@ -74,8 +74,9 @@ def test_rope_2d_depends_only_on_the_2d_offset(shift, seed):
     rq, rk = rope.rotate(q, k, Ctx(positions=grid))
     sq, sk = rope.rotate(q, k, Ctx(positions=grid + torch.tensor(shift)))
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
-    torch.testing.assert_close(rq @ rk.transpose(-2, -1), sq @ sk.transpose(-2, -1),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        rq @ rk.transpose(-2, -1), sq @ sk.transpose(-2, -1), atol=1e-4, rtol=1e-4
+    )
     scores = (rq @ rk.transpose(-2, -1))[0, 0]
     # (0,0)->(0,1) and (1,0)->(1,1) are the same offset; (0,0)->(1,0) is another
     torch.testing.assert_close(scores[0, 1], scores[2, 3])
@@ -108,7 +109,7 @@ def test_alibi_slopes_follow_the_paper():
     alibi = build("alibi", heads=8)
     torch.testing.assert_close(alibi.slopes, 2.0 ** -torch.arange(1, 9, dtype=torch.float32))
     six = build("alibi", heads=6).slopes  # 4 from the 4-head series, 2 interleaved from 8
-    expected = [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]
+    expected = [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]
     torch.testing.assert_close(six, torch.tensor(expected))
 
 

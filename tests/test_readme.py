@@ -11,8 +11,11 @@ import pytest
 from conftest import ATTNBENCH, REPO, SHARED_DATA
 
 README = (REPO / "README.md").read_text()
-QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=1"]
+QUICK = [
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 def _blocks(lang: str) -> list[str]:
@@ -107,8 +110,11 @@ def _shown_errors() -> list[tuple[str, str]]:
     pairs = []
     for block in _blocks("text"):
         lines = block.splitlines()
-        pairs += [(ln[2:], lines[i + 1]) for i, ln in enumerate(lines[:-1])
-                  if ln.startswith("$ attnbench")]
+        pairs += [
+            (ln[2:], lines[i + 1])
+            for i, ln in enumerate(lines[:-1])
+            if ln.startswith("$ attnbench")
+        ]
     return pairs
 
 

@@ -16,7 +16,7 @@ from conftest import cli
 import attnbench
 from attnbench import registry
 
-CUSTOM = textwrap.dedent('''
+CUSTOM = textwrap.dedent("""
     import attnbench
     from attnbench.nn.attention import Attention
 
@@ -28,14 +28,19 @@ CUSTOM = textwrap.dedent('''
 
         def forward(self, query, key, value, *, ctx=None, need_weights=False):
             return value.mean(1, keepdim=True).expand_as(query) * self.gain, None
-''')
+""")
 
 
 def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     # cwd away from the repository root, whose attnbench/ is the uninstalled source tree
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300,
-                          cwd=tempfile.gettempdir())
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 @pytest.fixture
@@ -47,10 +52,12 @@ def fresh_registry(monkeypatch):
 
 
 def test_import_is_lazy():
-    code = ("import sys, attnbench; "
-            "heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'pytorch_lightning', 'lightning', 'wandb', 'torchmetrics', 'hydra') "
-            "or m.startswith('attnbench.plugins')]; print(heavy)")
+    code = (
+        "import sys, attnbench; "
+        "heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'pytorch_lightning', 'lightning', 'wandb', 'torchmetrics', 'hydra') "
+        "or m.startswith('attnbench.plugins')]; print(heavy)"
+    )
     result = _python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -82,8 +89,10 @@ def test_entry_point_discovery(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[attnbench.plugins]\nmine = thirdparty_attn\n")
-    code = ("import attnbench; p = attnbench.get('attention', 'from_ep'); "
-            "print(p.source); print(attnbench.get('attention', 'dot').source)")
+    code = (
+        "import attnbench; p = attnbench.get('attention', 'from_ep'); "
+        "print(p.source); print(attnbench.get('attention', 'dot').source)"
+    )
     result = _python(code, {"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["entry point thirdparty:mine", "built-in"]
@@ -151,9 +160,11 @@ def test_list_shows_parameters_sources_and_broken_plugins(tmp_path):
 
 
 def test_list_does_not_import_the_training_stack():
-    code = ("import sys; from attnbench.cli import main; main(['list']); "
-            "print([m for m in ('pytorch_lightning', 'torchmetrics', 'wandb') if m in sys.modules],"
-            " file=sys.stderr)")
+    code = (
+        "import sys; from attnbench.cli import main; main(['list']); "
+        "print([m for m in ('pytorch_lightning', 'torchmetrics', 'wandb') if m in sys.modules],"
+        " file=sys.stderr)"
+    )
     result = _python(code)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "[]"
@@ -166,12 +177,15 @@ def test_build_rejects_unknown_and_missing_parameters():
         attnbench.build("attention", "dot")
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("attention.dropuot=0.1", "no parameter 'dropuot'; did you mean 'dropout'?"),
-    ("model.layer=3", "model 'transformer' has no parameter 'layer'; did you mean 'layers'?"),
-    ("attention.dropout=abc", "attention.dropout='abc' has the wrong type"),
-    ("model.heads=5", "d_model=128 is not divisible by heads=5"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("attention.dropuot=0.1", "no parameter 'dropuot'; did you mean 'dropout'?"),
+        ("model.layer=3", "model 'transformer' has no parameter 'layer'; did you mean 'layers'?"),
+        ("attention.dropout=abc", "attention.dropout='abc' has the wrong type"),
+        ("model.heads=5", "d_model=128 is not divisible by heads=5"),
+    ],
+)
 def test_bad_parameter_is_rejected_before_training(override, expected, tmp_path):
     result = cli(override, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2, result.stderr

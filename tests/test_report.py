@@ -14,10 +14,14 @@ from attnbench.report import main as report_main
 
 def write_summary(path: Path, model: str, seed: int, acc: float, **extra) -> None:
     path.mkdir(parents=True)
-    summary = {"metrics": {"test/acc": acc, "val/acc": acc - 0.01}, "seed": seed,
-               "params": 1000, "wall_seconds": 10.0 + seed,
-               "plugins": {"task": {"name": "pos", "dataset": "ud_ewt"},
-                           "model": {"name": model}}, **extra}
+    summary = {
+        "metrics": {"test/acc": acc, "val/acc": acc - 0.01},
+        "seed": seed,
+        "params": 1000,
+        "wall_seconds": 10.0 + seed,
+        "plugins": {"task": {"name": "pos", "dataset": "ud_ewt"}, "model": {"name": model}},
+        **extra,
+    }
     (path / "summary.json").write_text(json.dumps(summary))
 
 
@@ -59,12 +63,18 @@ def test_runs_without_the_metric_are_skipped_with_a_reason(tmp_path, capsys):
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     write_summary(tmp_path / "a", "rnn", 0, 0.9)
-    for args, expected in ((["nowhere"], "no such file or directory"),
-                           ([str(tmp_path), "--metric", "test/bleu"],
-                            "'test/bleu'; did you mean 'test/acc'? available: test/acc, val/acc"),
-                           ([str(tmp_path), "--group", "model.nme"],
-                            "no run has the --group field 'model.nme'; did you mean 'model.name'"),
-                           ([str(tmp_path), "--pivot", "seed"], "not one of the --group")):
+    for args, expected in (
+        (["nowhere"], "no such file or directory"),
+        (
+            [str(tmp_path), "--metric", "test/bleu"],
+            "'test/bleu'; did you mean 'test/acc'? available: test/acc, val/acc",
+        ),
+        (
+            [str(tmp_path), "--group", "model.nme"],
+            "no run has the --group field 'model.nme'; did you mean 'model.name'",
+        ),
+        ([str(tmp_path), "--pivot", "seed"], "not one of the --group"),
+    ):
         result = cli("report", *args, cwd=tmp_path)
         assert result.returncode == 2, result.stderr
         error = [line for line in result.stderr.splitlines() if "error" in line]

@@ -13,9 +13,17 @@ from pytorch_lightning.callbacks import Callback
 from attnbench.cli import train_task
 from attnbench.train import run
 
-SMALL = ["model.d_model=32", "model.heads=2", "model.layers=1", "task.batch_size=32",
-         "trainer.accelerator=cpu", "trainer.limit_train_batches=6",
-         "trainer.limit_val_batches=3", "trainer.limit_test_batches=3", "optim.warmup_steps=2"]
+SMALL = [
+    "model.d_model=32",
+    "model.heads=2",
+    "model.layers=1",
+    "task.batch_size=32",
+    "trainer.accelerator=cpu",
+    "trainer.limit_train_batches=6",
+    "trainer.limit_val_batches=3",
+    "trainer.limit_test_batches=3",
+    "optim.warmup_steps=2",
+]
 
 
 class StopAfterFirstEpoch(Callback):
@@ -30,22 +38,30 @@ def _metrics(summary):
 
 
 def test_same_seed_same_metrics_and_resume_matches(tmp_path):
-    full = run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3"],
-                       tmp_path / "full"))
-    again = run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3"],
-                        tmp_path / "again"))
+    full = run(
+        compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3"], tmp_path / "full")
+    )
+    again = run(
+        compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3"], tmp_path / "again")
+    )
     assert _metrics(full) == _metrics(again)  # same seed, same metrics on CPU
 
     stop = f"+callbacks.stop._target_={__name__}.StopAfterFirstEpoch"
-    run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3", stop],
-                tmp_path / "part1"))
+    run(
+        compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3", stop], tmp_path / "part1")
+    )
     ckpt = tmp_path / "part1" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
-    resumed = run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3",
-                           f"ckpt_path={ckpt}"], tmp_path / "part2"))
+    resumed = run(
+        compose(
+            [*SMALL, "trainer.max_epochs=2", "logger=none", "seed=3", f"ckpt_path={ckpt}"],
+            tmp_path / "part2",
+        )
+    )
     assert _metrics(resumed) == pytest.approx(_metrics(full), abs=1e-6)
-    assert _metrics(full) != _metrics(run(compose(
-        [*SMALL, "trainer.max_epochs=2", "logger=none", "seed=4"], tmp_path / "other")))
+    assert _metrics(full) != _metrics(
+        run(compose([*SMALL, "trainer.max_epochs=2", "logger=none", "seed=4"], tmp_path / "other"))
+    )
 
 
 def test_summary_contents(tmp_path):
@@ -60,14 +76,18 @@ def test_summary_contents(tmp_path):
     assert "seed=5" in summary["overrides"] or summary["overrides"] == []
     assert {"torch", "pytorch-lightning", "hydra-core", "attnbench"} <= set(summary["versions"])
     assert summary["plugins"]["attention"]["name"] == "dot"
-    assert (tmp_path / "csv" / "metrics.csv").read_text().startswith(("epoch", "step", "test",
-                                                                      "train", "val"))
+    assert (
+        (tmp_path / "csv" / "metrics.csv")
+        .read_text()
+        .startswith(("epoch", "step", "test", "train", "val"))
+    )
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_train_task_returns_the_optimized_metric(tmp_path):
-    cfg = compose([*SMALL, "trainer.max_epochs=1", "logger=none",
-                   "optimized_metric=val/f1"], tmp_path)
+    cfg = compose(
+        [*SMALL, "trainer.max_epochs=1", "logger=none", "optimized_metric=val/f1"], tmp_path
+    )
     value = train_task(cfg)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert value == summary["metrics"]["val/f1"]
@@ -96,8 +116,13 @@ def test_fast_dev_run_default(tmp_path):
 
 
 def test_multirun_sweep(tmp_path):
-    result = cli("-m", "posenc=none,learned", "trainer.fast_dev_run=true", "logger=none",
-                 f"hydra.sweep.dir={tmp_path}")
+    result = cli(
+        "-m",
+        "posenc=none,learned",
+        "trainer.fast_dev_run=true",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/summary.json"))]
     assert sorted(s["plugins"]["posenc"]["name"] for s in summaries) == ["learned", "none"]
@@ -125,8 +150,9 @@ def test_experiment_preset_composes():
     assert "seed: 7" in again.stdout
 
 
-PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment")
-                 .glob("*.yaml"))
+PRESETS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml")
+)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -143,8 +169,18 @@ def test_failed_run_leaves_earlier_results_alone(tmp_path):
     first = run(compose([*SMALL, "trainer.max_epochs=1", "logger=none"], tmp_path))
     before = (tmp_path / "summary.json").read_text()
     with pytest.raises(Exception, match="exceeds posenc.max_len"):
-        run(compose([*SMALL, "trainer.max_epochs=1", "logger=none", "posenc=learned",
-                     "posenc.max_len=4"], tmp_path))
+        run(
+            compose(
+                [
+                    *SMALL,
+                    "trainer.max_epochs=1",
+                    "logger=none",
+                    "posenc=learned",
+                    "posenc.max_len=4",
+                ],
+                tmp_path,
+            )
+        )
     assert (tmp_path / "summary.json").read_text() == before
     assert json.loads(before)["metrics"] == pytest.approx(first["metrics"])
 
@@ -162,10 +198,16 @@ def test_every_attention_posenc_combination(attention, posenc, tmp_path):
     from attnbench import registry
 
     attn = registry.get("attention", attention).cls
-    refused = attn.needs_graph or (registry.get("posenc", posenc).cls.relative
-                                   and not attn.supports_relative_posenc)
-    overrides = [f"attention={attention}", f"posenc={posenc}", "model.d_model=16",
-                 "model.heads=2", "model.layers=1"]
+    refused = attn.needs_graph or (
+        registry.get("posenc", posenc).cls.relative and not attn.supports_relative_posenc
+    )
+    overrides = [
+        f"attention={attention}",
+        f"posenc={posenc}",
+        "model.d_model=16",
+        "model.heads=2",
+        "model.layers=1",
+    ]
     if refused:
         with pytest.raises(registry.ConfigError) as err:
             fast_dev_run(overrides, tmp_path)
@@ -181,12 +223,22 @@ class SeenCheckpoints(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         path = trainer.checkpoint_callback.dirpath
-        SeenCheckpoints.seen.append(sorted(p.name for p in Path(path).glob("*.ckpt"))
-                                    if Path(path).is_dir() else [])
+        SeenCheckpoints.seen.append(
+            sorted(p.name for p in Path(path).glob("*.ckpt")) if Path(path).is_dir() else []
+        )
 
 
 def test_last_checkpoint_is_written_after_every_epoch(tmp_path):
     SeenCheckpoints.seen = []
-    run(compose([*SMALL, "trainer.max_epochs=3", "logger=none",
-                 f"+callbacks.seen._target_={__name__}.SeenCheckpoints"], tmp_path))
+    run(
+        compose(
+            [
+                *SMALL,
+                "trainer.max_epochs=3",
+                "logger=none",
+                f"+callbacks.seen._target_={__name__}.SeenCheckpoints",
+            ],
+            tmp_path,
+        )
+    )
     assert SeenCheckpoints.seen == [[], ["last.ckpt"], ["last.ckpt"]]

@@ -13,8 +13,12 @@ from conftest import fast_dev_run
 from attnbench import registry
 from attnbench.data.text import DataError
 
-ROWS = [("a great , moving film ", 1), ("dull and tedious", 0), ("superb acting", 1),
-        ("the plot is weak", 0)] * 10
+ROWS = [
+    ("a great , moving film ", 1),
+    ("dull and tedious", 0),
+    ("superb acting", 1),
+    ("the plot is weak", 0),
+] * 10
 
 
 def write_sst2(folder: Path, unlabeled_test: bool = True) -> Path:
@@ -25,8 +29,7 @@ def write_sst2(folder: Path, unlabeled_test: bool = True) -> Path:
     (d / "train.tsv").write_text("sentence\tlabel\n" + body)
     (d / "dev.tsv.gz").write_bytes(gzip.compress(("sentence\tlabel\n" + body).encode()))
     if unlabeled_test:
-        test = "index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, (s, _) in
-                                             enumerate(ROWS[:7]))
+        test = "index\tsentence\n" + "".join(f"{i}\t{s}\n" for i, (s, _) in enumerate(ROWS[:7]))
     else:
         test = "sentence\tlabel\n" + body
     (d / "test.tsv").write_text(test)
@@ -34,16 +37,17 @@ def write_sst2(folder: Path, unlabeled_test: bool = True) -> Path:
 
 
 def test_fast_dev_run_synthetic_transformer(tmp_path):
-    summary = fast_dev_run(["task=sentiment", "model=transformer", "model.d_model=32"],
-                           tmp_path)
+    summary = fast_dev_run(["task=sentiment", "model=transformer", "model.d_model=32"], tmp_path)
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
     assert summary["predictions"] == {}
 
 
 def test_fast_dev_run_sst2_shared(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path / "cache"))
-    summary = fast_dev_run(["task=sentiment", "task.dataset=sst2", f"data_dir={shared_data}",
-                            "model.d_model=32"], tmp_path)
+    summary = fast_dev_run(
+        ["task=sentiment", "task.dataset=sst2", f"data_dir={shared_data}", "model.d_model=32"],
+        tmp_path,
+    )
     assert "test/acc" in summary["metrics"]  # the shared test file carries labels
 
 
@@ -58,8 +62,10 @@ def test_sst2_shared_sizes(shared_data, tmp_path, monkeypatch):
 def test_unlabeled_glue_test_is_predicted_not_scored(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path / "cache"))
     data = write_sst2(tmp_path / "data")
-    summary = fast_dev_run(["task=sentiment", "task.dataset=sst2", f"data_dir={data}",
-                            "model.d_model=32"], tmp_path / "run")
+    summary = fast_dev_run(
+        ["task=sentiment", "task.dataset=sst2", f"data_dir={data}", "model.d_model=32"],
+        tmp_path / "run",
+    )
     assert not any(k.startswith("test/") for k in summary["metrics"])
     path = Path(summary["predictions"]["test"])
     assert path == tmp_path / "run" / "predictions_test.tsv"
@@ -107,8 +113,7 @@ def test_vocabulary_options(tmp_path, monkeypatch):
     data = write_sst2(tmp_path / "data")
     full = registry.build("task", "sentiment", data_dir=str(data), dataset="sst2")
     full.setup()
-    capped = registry.build("task", "sentiment", data_dir=str(data), dataset="sst2",
-                            max_size=3)
+    capped = registry.build("task", "sentiment", data_dir=str(data), dataset="sst2", max_size=3)
     capped.setup()
     assert len(capped.vocab) == 2 + 3 < len(full.vocab)
     assert capped.cache_path != full.cache_path

@@ -20,8 +20,13 @@ from attnbench.registry import ConfigError
 # ----------------------------------------------------------------------------- helpers
 
 
-def build(model: str = "transformer", attention: str = "dot", posenc: str = "sinusoidal",
-          task_params: dict | None = None, **model_params):
+def build(
+    model: str = "transformer",
+    attention: str = "dot",
+    posenc: str = "sinusoidal",
+    task_params: dict | None = None,
+    **model_params,
+):
     """(task, LitModel) as the harness builds them, tiny and in eval mode."""
     from attnbench.lit import LitModel
     from attnbench.train import build_backbone
@@ -32,16 +37,24 @@ def build(model: str = "transformer", attention: str = "dot", posenc: str = "sin
     model_params = {"d_model": 32, "dropout": 0.0, **model_params}
     if model == "transformer":
         model_params.setdefault("heads", 2)
-    plugins = {"model": (model, model_params), "attention": (attention, {}),
-               "posenc": (posenc, {}), "task": ("translation", {})}
-    lit = LitModel(task, build_backbone(plugins, task),
-                   {"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "scheduler": "none"})
+    plugins = {
+        "model": (model, model_params),
+        "attention": (attention, {}),
+        "posenc": (posenc, {}),
+        "task": ("translation", {}),
+    }
+    lit = LitModel(
+        task,
+        build_backbone(plugins, task),
+        {"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "scheduler": "none"},
+    )
     return task, lit.eval()
 
 
 def batch_of(task, n: int = 5, split: str = "val") -> dict:
-    loader = torch.utils.data.DataLoader(task.splits[split], batch_size=n,
-                                         collate_fn=collate_parallel)
+    loader = torch.utils.data.DataLoader(
+        task.splits[split], batch_size=n, collate_fn=collate_parallel
+    )
     return next(iter(loader))
 
 
@@ -50,8 +63,12 @@ def write_gz(path: Path, lines: list[str]) -> None:
         f.write("".join(f"{line}\n" for line in lines))
 
 
-DE = ["Ein Mann schläft.", "Zwei Hunde spielen im Schnee.", "Ein Mann, ein Hund.",
-      "Eine Frau liest ein Buch."]
+DE = [
+    "Ein Mann schläft.",
+    "Zwei Hunde spielen im Schnee.",
+    "Ein Mann, ein Hund.",
+    "Eine Frau liest ein Buch.",
+]
 EN = ["A man sleeps.", "Two dogs play in the snow.", "A man, a dog.", "A woman reads a book."]
 
 
@@ -97,19 +114,39 @@ def test_misaligned_or_empty_lines_name_the_file(tmp_path):
 
 
 def test_multi30k_reads_both_directions_and_caches(multi30k):
-    task = registry.build("task", "translation", data_dir=str(multi30k), dataset="multi30k",
-                          min_freq=1, lowercase=False)
+    task = registry.build(
+        "task",
+        "translation",
+        data_dir=str(multi30k),
+        dataset="multi30k",
+        min_freq=1,
+        lowercase=False,
+    )
     task.setup()
     assert not task.from_cache and len(task.splits["train"]) == 4
     assert "Hunde" in task.src_itos and "dogs" in task.tgt_itos and "dogs" not in task.src_itos
     assert task.splits["test"].refs == EN  # references are the raw target lines
-    again = registry.build("task", "translation", data_dir=str(multi30k), dataset="multi30k",
-                           min_freq=1, lowercase=False)
+    again = registry.build(
+        "task",
+        "translation",
+        data_dir=str(multi30k),
+        dataset="multi30k",
+        min_freq=1,
+        lowercase=False,
+    )
     again.setup()
     assert again.from_cache and again.cache_path == task.cache_path
     assert again.tgt_itos == task.tgt_itos
-    back = registry.build("task", "translation", data_dir=str(multi30k), dataset="multi30k",
-                          min_freq=1, source="en", target="de", shared_vocab=True)
+    back = registry.build(
+        "task",
+        "translation",
+        data_dir=str(multi30k),
+        dataset="multi30k",
+        min_freq=1,
+        source="en",
+        target="de",
+        shared_vocab=True,
+    )
     back.setup()
     assert back.cache_path != task.cache_path
     assert back.splits["val"].refs == DE
@@ -141,6 +178,7 @@ def test_shared_vocabulary_shares_one_embedding_and_ties_the_head():
 
 def full_redecode_step(task, lit, memory, src_ctx):
     """A step function that re-runs the decoder over the whole prefix every step."""
+
     def step(tokens, prefix):
         prefix = tokens[:, None] if prefix is None else torch.cat([prefix, tokens[:, None]], 1)
         h, _ = lit.backbone.decode(lit.embedder.target(prefix), memory, src_ctx)
@@ -149,15 +187,23 @@ def full_redecode_step(task, lit, memory, src_ctx):
     return step
 
 
-CASES = [("transformer", "dot", "sinusoidal", {}), ("transformer", "dot", "rope", {}),
-         ("transformer", "multihead", "alibi", {}), ("transformer", "additive", "relative", {}),
-         ("transformer", "linear", "learned", {"norm": "post"}),
-         ("rnn", "additive", "none", {}), ("rnn", "dot", "none", {"cell": "gru"}),
-         ("rnn", "dot", "none", {"use_attention": False})]
+CASES = [
+    ("transformer", "dot", "sinusoidal", {}),
+    ("transformer", "dot", "rope", {}),
+    ("transformer", "multihead", "alibi", {}),
+    ("transformer", "additive", "relative", {}),
+    ("transformer", "linear", "learned", {"norm": "post"}),
+    ("rnn", "additive", "none", {}),
+    ("rnn", "dot", "none", {"cell": "gru"}),
+    ("rnn", "dot", "none", {"use_attention": False}),
+]
 
 
-@pytest.mark.parametrize(("model", "attention", "posenc", "params"), CASES,
-                         ids=lambda c: str(c) if not isinstance(c, dict) else "")
+@pytest.mark.parametrize(
+    ("model", "attention", "posenc", "params"),
+    CASES,
+    ids=lambda c: str(c) if not isinstance(c, dict) else "",
+)
 def test_incremental_decoding_matches_full_redecoding(model, attention, posenc, params):
     task, lit = build(model, attention, posenc, **params)
     batch = batch_of(task)
@@ -169,14 +215,20 @@ def test_incremental_decoding_matches_full_redecoding(model, attention, posenc, 
         full, _ = lit.backbone.decode(y, memory, src_ctx)
         cache, rows = None, []
         for t in range(y.size(1)):
-            h, cache = lit.backbone.decode(y[:, t:t + 1], memory, src_ctx, cache)
+            h, cache = lit.backbone.decode(y[:, t : t + 1], memory, src_ctx, cache)
             rows.append(h)
         torch.testing.assert_close(torch.cat(rows, 1), full, atol=1e-5, rtol=1e-4)
         # tokens: the task's (incremental) greedy search == greedy over full re-decoding
         fast = task.generate(lit, memory, src_ctx)
-        slow = greedy_search(full_redecode_step(task, lit, memory, src_ctx), memory.size(0),
-                             bos=2, eos=3, pad=0, max_len=fast.size(1))
-    assert torch.equal(fast, slow[:, :fast.size(1)])
+        slow = greedy_search(
+            full_redecode_step(task, lit, memory, src_ctx),
+            memory.size(0),
+            bos=2,
+            eos=3,
+            pad=0,
+            max_len=fast.size(1),
+        )
+    assert torch.equal(fast, slow[:, : fast.size(1)])
 
 
 @pytest.mark.parametrize("attention", ["dot", "multihead", "additive"])
@@ -192,14 +244,15 @@ def test_transformer_decoder_caches_projected_keys_and_values(attention):
         _, cache = lit.backbone.decode(y[:, :1], memory, src_ctx)
         cross_k = [layer["cross"]["k"] for layer in cache["layers"]]
         for t in (1, 2):
-            _, cache = lit.backbone.decode(y[:, t:t + 1], memory, src_ctx, cache)
+            _, cache = lit.backbone.decode(y[:, t : t + 1], memory, src_ctx, cache)
     for layer, k in zip(cache["layers"], cross_k):
         assert layer["cross"]["k"] is k and k.size(-2) == memory.size(1)
         assert layer["self"]["k"].size(-2) == 3 and "inputs" not in layer
 
 
-@pytest.mark.parametrize(("model", "attention"), [("transformer", "dot"),
-                                                   ("transformer", "linear"), ("rnn", "additive")])
+@pytest.mark.parametrize(
+    ("model", "attention"), [("transformer", "dot"), ("transformer", "linear"), ("rnn", "additive")]
+)
 def test_cached_beam_search_equals_beam_search_over_full_redecoding(model, attention):
     """Beam 3 through the task (cached state, reordered per step) == the same beam search
     re-running the decoder over every beam's whole prefix."""
@@ -211,12 +264,21 @@ def test_cached_beam_search_equals_beam_search_over_full_redecoding(model, atten
         memory = lit.backbone.encode(x, src_ctx)
         fast = task.generate(lit, memory, src_ctx)
         mask = src_ctx.key_padding_mask
-        beams_ctx = src_ctx.replace(key_padding_mask=None if mask is None
-                                    else mask.repeat_interleave(3, 0))
+        beams_ctx = src_ctx.replace(
+            key_padding_mask=None if mask is None else mask.repeat_interleave(3, 0)
+        )
         step = full_redecode_step(task, lit, memory.repeat_interleave(3, 0), beams_ctx)
-        slow = beam_search(step, 6, bos=2, eos=3, pad=0, max_len=fast.size(1), beam_size=3,
-                           alpha=task.length_penalty)
-    assert torch.equal(fast, slow[:, :fast.size(1)])
+        slow = beam_search(
+            step,
+            6,
+            bos=2,
+            eos=3,
+            pad=0,
+            max_len=fast.size(1),
+            beam_size=3,
+            alpha=task.length_penalty,
+        )
+    assert torch.equal(fast, slow[:, : fast.size(1)])
 
 
 @pytest.mark.parametrize("model", ["transformer", "rnn"])
@@ -228,8 +290,9 @@ def test_beam_size_one_equals_greedy_on_the_model(model):
         memory = lit.backbone.encode(x, src_ctx)
         greedy = task.generate(lit, memory, src_ctx)
         step = full_redecode_step(task, lit, memory, src_ctx)
-        beam1 = beam_search(step, 8, bos=2, eos=3, pad=0, max_len=greedy.size(1), beam_size=1,
-                            alpha=0.6)
+        beam1 = beam_search(
+            step, 8, bos=2, eos=3, pad=0, max_len=greedy.size(1), beam_size=1, alpha=0.6
+        )
         task.beam_size = 3
         beam3 = task.generate(lit, memory, src_ctx)
     assert torch.equal(beam1, greedy)
@@ -242,10 +305,16 @@ def test_beam_size_one_equals_greedy_on_the_model(model):
 def test_bleu_matches_sacrebleu_and_hand_computed_values():
     task = registry.build("task", "translation", data_dir=".", lowercase=False)
     bleu = task.metrics()["bleu"]
-    hyps = ["A man in a blue shirt is standing on a ladder.", "Two dogs play in the snow!",
-            "the cat is on the mat"]
-    refs = ["A man in a blue shirt is standing on a ladder cleaning windows.",
-            "Two dogs are playing in the snow.", "there is a cat on the mat"]
+    hyps = [
+        "A man in a blue shirt is standing on a ladder.",
+        "Two dogs play in the snow!",
+        "the cat is on the mat",
+    ]
+    refs = [
+        "A man in a blue shirt is standing on a ladder cleaning windows.",
+        "Two dogs are playing in the snow.",
+        "there is a cat on the mat",
+    ]
     bleu.update(hyps, [[r] for r in refs])
     # sacrebleu 2.6.0: sacrebleu.corpus_bleu(hyps, [refs]).score
     assert bleu.compute().item() == pytest.approx(55.01143, abs=1e-3)
@@ -254,12 +323,12 @@ def test_bleu_matches_sacrebleu_and_hand_computed_values():
     except ImportError:
         pass
     else:
-        assert bleu.compute().item() == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score,
-                                                     abs=1e-3)
+        assert bleu.compute().item() == pytest.approx(
+            sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-3
+        )
     # by hand: p1..p4 = 5/6, 4/5, 3/4, 2/3 against the second reference, no brevity penalty
     hand = task.metrics()["bleu"]
-    hand.update(["the cat is on the mat"], [["there is a cat on the mat",
-                                             "a cat is on the mat"]])
+    hand.update(["the cat is on the mat"], [["there is a cat on the mat", "a cat is on the mat"]])
     assert hand.compute().item() == pytest.approx(100 * (1 / 3) ** 0.25, abs=1e-3)
     lower = registry.build("task", "translation", data_dir=".").metrics()["bleu"]
     lower.update(["The Cat sat."], [["the cat sat."]])
@@ -269,8 +338,9 @@ def test_bleu_matches_sacrebleu_and_hand_computed_values():
 def test_exact_match_compares_token_sequences():
     task = registry.build("task", "translation", data_dir=".")
     em = task.metrics()["exact"]
-    em.update(["A man sleeps .", "two dogs", "a cat"], [["a man sleeps."], ["two dogs!"],
-                                                       ["a cat"]])
+    em.update(
+        ["A man sleeps .", "two dogs", "a cat"], [["a man sleeps."], ["two dogs!"], ["a cat"]]
+    )
     assert em.compute().item() == pytest.approx(2 / 3)
 
 
@@ -295,8 +365,13 @@ def cross_capable(name: str) -> bool:
 
 @pytest.mark.parametrize("attention", registry.available("attention"))
 def test_every_attention_plugin_in_the_encoder_decoder(attention, tmp_path):
-    overrides = ["task=translation", "model=transformer", f"attention={attention}",
-                 "model.d_model=16", "model.heads=2"]
+    overrides = [
+        "task=translation",
+        "model=transformer",
+        f"attention={attention}",
+        "model.d_model=16",
+        "model.heads=2",
+    ]
     if not cross_capable(attention):
         with pytest.raises(ConfigError, match=f"attention '{attention}'"):
             fast_dev_run(overrides, tmp_path)
@@ -306,12 +381,19 @@ def test_every_attention_plugin_in_the_encoder_decoder(attention, tmp_path):
     assert {"test/bleu", "test/exact", "val/bleu"} <= set(summary["metrics"])
 
 
-@pytest.mark.parametrize("overrides", [["attention=additive"], ["model.use_attention=false"],
-                                       ["attention=dot", "model.cell=gru", "task.beam_size=3"]],
-                         ids=" ".join)
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["attention=additive"],
+        ["model.use_attention=false"],
+        ["attention=dot", "model.cell=gru", "task.beam_size=3"],
+    ],
+    ids=" ".join,
+)
 def test_rnn_encoder_decoder_runs(overrides, tmp_path):
-    summary = fast_dev_run(["task=translation", "model=rnn", "model.d_model=16", *overrides],
-                           tmp_path)
+    summary = fast_dev_run(
+        ["task=translation", "model=rnn", "model.d_model=16", *overrides], tmp_path
+    )
     assert torch.isfinite(torch.tensor(summary["metrics"]["test/loss"]))
     lines = Path(summary["predictions"]["test"]).read_text(encoding="utf-8").splitlines()
     assert len(lines) == 64  # fast_dev_run predicts one batch of task.batch_size
@@ -331,14 +413,30 @@ def test_encoder_only_backbone_is_refused(tmp_path):
 
 
 def test_translations_file_holds_the_test_predictions(tmp_path):
-    summary = fast_dev_run(["task=translation", "model.d_model=16", "task.batch_size=8"],
-                           tmp_path)
+    summary = fast_dev_run(["task=translation", "model.d_model=16", "task.batch_size=8"], tmp_path)
     path = Path(summary["predictions"]["test"])
     assert path.name == "translations_test.txt" and path.parent == tmp_path
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 8
-    vocab = {"aa", "bb", "cc", "dd", "ee", "ff", "gg", "hh", "ii", "jj", "kk", "ll", "mm",
-             "nn", "oo", "pp", "<unk>"}
+    vocab = {
+        "aa",
+        "bb",
+        "cc",
+        "dd",
+        "ee",
+        "ff",
+        "gg",
+        "hh",
+        "ii",
+        "jj",
+        "kk",
+        "ll",
+        "mm",
+        "nn",
+        "oo",
+        "pp",
+        "<unk>",
+    }
     assert all(set(line.split()) <= vocab for line in lines)
 
 
@@ -348,8 +446,16 @@ def test_synthetic_translation_is_learned(tmp_path):
     from attnbench.config import compose
     from attnbench.train import run
 
-    cfg = compose(["task=translation", "model.d_model=64", "trainer.max_epochs=8",
-                   "trainer.accelerator=cpu", "logger=none"], tmp_path)
+    cfg = compose(
+        [
+            "task=translation",
+            "model.d_model=64",
+            "trainer.max_epochs=8",
+            "trainer.accelerator=cpu",
+            "logger=none",
+        ],
+        tmp_path,
+    )
     summary = run(cfg)
     assert summary["metrics"]["test/exact"] >= 0.9
     assert summary["metrics"]["test/bleu"] >= 90
@@ -375,6 +481,14 @@ def test_validation_decodes_with_val_beam_and_test_with_beam(tmp_path, monkeypat
         return real_generate(self, model, memory, src_ctx, beam_size)
 
     monkeypatch.setattr(translation, "generate", generate)
-    fast_dev_run(["task=translation", "model=rnn", "model.d_model=16", "task.beam_size=3",
-                  "task.val_beam_size=1"], tmp_path)
+    fast_dev_run(
+        [
+            "task=translation",
+            "model=rnn",
+            "model.d_model=16",
+            "task.beam_size=3",
+            "task.val_beam_size=1",
+        ],
+        tmp_path,
+    )
     assert set(beams) == {("val", 1), ("test", 3), ("predict", 3)}

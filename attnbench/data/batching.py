@@ -63,8 +63,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Batches of similar length: shuffle, sort within pools of ``pool`` batches, shuffle
     batch order. Cuts padding; ``shuffle=False`` keeps data order (for val/test)."""
 
-    def __init__(self, lengths: Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 pool: int = 50):
+    def __init__(
+        self, lengths: Tensor, batch_size: int, shuffle: bool, seed: int = 0, pool: int = 50
+    ):
         self.lengths, self.batch_size, self.pool = lengths, batch_size, pool
         self.sampler = EpochShuffle(len(lengths), seed) if shuffle else None
 
@@ -85,11 +86,14 @@ class BucketBatchSampler(Sampler[list[int]]):
             yield batches[i].tolist()
 
 
-def bucketed_loader(dataset, batch_size: int, train: bool, collate_fn,
-                    num_workers: int = 0) -> DataLoader:
+def bucketed_loader(
+    dataset, batch_size: int, train: bool, collate_fn, num_workers: int = 0
+) -> DataLoader:
     """A DataLoader over a dataset with ``.lengths``: length-bucketed batches, shuffled by
     (seed, epoch) for training (the seed is the one seed_everything set), in order otherwise."""
-    sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=train,
-                                 seed=torch.initial_seed())
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn,
-                      num_workers=num_workers)
+    sampler = BucketBatchSampler(
+        dataset.lengths, batch_size, shuffle=train, seed=torch.initial_seed()
+    )
+    return DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers
+    )

@@ -51,11 +51,19 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def entry_path(name: str, sources: Sequence[Path], settings: dict[str, Any],
-               data_dir: str | Path) -> Path:
+def entry_path(
+    name: str, sources: Sequence[Path], settings: dict[str, Any], data_dir: str | Path
+) -> Path:
     """Where the entry for these sources and settings lives."""
-    key = json.dumps({"format": FORMAT, "name": name, "settings": settings,
-                      "sources": [file_sha256(Path(p)) for p in sources]}, sort_keys=True)
+    key = json.dumps(
+        {
+            "format": FORMAT,
+            "name": name,
+            "settings": settings,
+            "sources": [file_sha256(Path(p)) for p in sources],
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir(data_dir) / f"{name}-{digest}.pt"
 
@@ -72,9 +80,13 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
-def cached(name: str, sources: Sequence[Path], settings: dict[str, Any],
-           build: Callable[[], dict[str, Any]], data_dir: str | Path
-           ) -> tuple[dict[str, Any], Path, bool]:
+def cached(
+    name: str,
+    sources: Sequence[Path],
+    settings: dict[str, Any],
+    build: Callable[[], dict[str, Any]],
+    data_dir: str | Path,
+) -> tuple[dict[str, Any], Path, bool]:
     """``build()``'s payload (tensors, lists, strings, numbers), from disk when an entry
     for the same source bytes and settings exists. Returns (payload, entry path, hit)."""
     path = entry_path(name, sources, settings, data_dir)

@@ -15,10 +15,12 @@ from torch import Tensor
 from attnbench.data.text import DataError
 
 CORA_KEYS = ("x", "y", "edge_index", "train_idx", "val_idx", "test_idx")
-CORA_HELP = ("put cora_planetoid.npz (arrays x, y, edge_index, train_idx, val_idx, test_idx) "
-             "under <data_dir>/graph/ (set ATTNBENCH_DATA or data_dir=...); it is converted "
-             "from the Planetoid files at https://github.com/kimiyoung/planetoid, see "
-             "shared/data/graph/README.md")
+CORA_HELP = (
+    "put cora_planetoid.npz (arrays x, y, edge_index, train_idx, val_idx, test_idx) "
+    "under <data_dir>/graph/ (set ATTNBENCH_DATA or data_dir=...); it is converted "
+    "from the Planetoid files at https://github.com/kimiyoung/planetoid, see "
+    "shared/data/graph/README.md"
+)
 
 
 @dataclass
@@ -35,8 +37,10 @@ class Graph:
 
 def _split_mask(idx: np.ndarray, n: int, path: Path, key: str) -> Tensor:
     if idx.ndim != 1 or idx.dtype.kind not in "iu" or len(idx) == 0:
-        raise DataError(f"{path}: {key} has shape {idx.shape} ({idx.dtype}); expected a "
-                        "non-empty 1-D integer array of node ids")
+        raise DataError(
+            f"{path}: {key} has shape {idx.shape} ({idx.dtype}); expected a "
+            "non-empty 1-D integer array of node ids"
+        )
     if idx.min() < 0 or idx.max() >= n:
         raise DataError(f"{path}: {key} holds node ids outside 0..{n - 1}")
     mask = torch.zeros(n, dtype=torch.bool)
@@ -62,24 +66,35 @@ def load_planetoid_npz(path: Path) -> Graph:
         raise DataError(f"{path}: x has shape {x.shape}; expected (nodes, features)")
     n = x.shape[0]
     if y.shape != (n,) or y.dtype.kind not in "iu" or y.min() < 0:
-        raise DataError(f"{path}: y has shape {y.shape} ({y.dtype}); expected ({n},) "
-                        "non-negative class ids")
+        raise DataError(
+            f"{path}: y has shape {y.shape} ({y.dtype}); expected ({n},) non-negative class ids"
+        )
     if ei.ndim != 2 or ei.shape[0] != 2 or ei.dtype.kind not in "iu":
-        raise DataError(f"{path}: edge_index has shape {ei.shape} ({ei.dtype}); expected "
-                        "(2, E) integers")
+        raise DataError(
+            f"{path}: edge_index has shape {ei.shape} ({ei.dtype}); expected (2, E) integers"
+        )
     if ei.size and (ei.min() < 0 or ei.max() >= n):
         raise DataError(f"{path}: edge_index holds node ids outside 0..{n - 1}")
-    splits = {s: _split_mask(arrays[f"{s}_idx"], n, path, f"{s}_idx")
-              for s in ("train", "val", "test")}
+    splits = {
+        s: _split_mask(arrays[f"{s}_idx"], n, path, f"{s}_idx") for s in ("train", "val", "test")
+    }
     # the file lists (source, target); the query is the target: flip the rows
     edges = torch.from_numpy(ei.astype(np.int64)).flip(0).contiguous()
-    return Graph(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)),
-                 edges, splits)
+    return Graph(
+        torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), edges, splits
+    )
 
 
-def planted_partition(communities: int = 4, size: int = 100, p_in: float = 0.1,
-                      p_out: float = 0.01, features: int = 16, signal: float = 0.5,
-                      seed: int = 0, fractions: tuple[float, float] = (0.2, 0.2)) -> Graph:
+def planted_partition(
+    communities: int = 4,
+    size: int = 100,
+    p_in: float = 0.1,
+    p_out: float = 0.01,
+    features: int = 16,
+    signal: float = 0.5,
+    seed: int = 0,
+    fractions: tuple[float, float] = (0.2, 0.2),
+) -> Graph:
     """A stochastic block model: ``communities`` blocks of ``size`` nodes, an edge inside a
     block with probability p_in and across with p_out (undirected, no self-loops). Labels
     are the blocks. Features are a per-block random ±1 prototype times ``signal`` plus unit
@@ -98,8 +113,11 @@ def planted_partition(communities: int = 4, size: int = 100, p_in: float = 0.1,
     order = torch.randperm(n, generator=g)
     n_train, n_val = int(fractions[0] * n), int(fractions[1] * n)
     splits = {}
-    for name, part in (("train", order[:n_train]), ("val", order[n_train:n_train + n_val]),
-                       ("test", order[n_train + n_val:])):
+    for name, part in (
+        ("train", order[:n_train]),
+        ("val", order[n_train : n_train + n_val]),
+        ("test", order[n_train + n_val :]),
+    ):
         mask = torch.zeros(n, dtype=torch.bool)
         mask[part] = True
         splits[name] = mask

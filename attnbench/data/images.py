@@ -21,15 +21,21 @@ from attnbench.data.text import DataError, find_file
 
 Splits = dict[str, tuple[Tensor, Tensor]]
 
-MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-MNIST_HELP = ("put the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, gzipped or not) under "
-              "<data_dir>/images/mnist/ (set ATTNBENCH_DATA or data_dir=...); they are at "
-              "https://yann.lecun.com/exdb/mnist/ and its mirrors")
-CIFAR_HELP = ("put CIFAR-10's python batches (data_batch_1..data_batch_5, test_batch) under "
-              "<data_dir>/images/cifar-10-batches-py/ (set ATTNBENCH_DATA or data_dir=...); "
-              "unpack cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html")
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+MNIST_HELP = (
+    "put the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, gzipped or not) under "
+    "<data_dir>/images/mnist/ (set ATTNBENCH_DATA or data_dir=...); they are at "
+    "https://yann.lecun.com/exdb/mnist/ and its mirrors"
+)
+CIFAR_HELP = (
+    "put CIFAR-10's python batches (data_batch_1..data_batch_5, test_batch) under "
+    "<data_dir>/images/cifar-10-batches-py/ (set ATTNBENCH_DATA or data_dir=...); "
+    "unpack cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"
+)
 VAL_FROM_TRAIN = 5000  # mnist / cifar10 have no val split: the last 5000 train images
 
 
@@ -58,8 +64,7 @@ def identity_collate(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 # ----------------------------------------------------------------------------- MNIST / IDX
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
-               0x0E: ">f8"}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -73,8 +78,10 @@ def read_idx(path: Path) -> np.ndarray:
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read ({e}); expected an IDX file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'}); "
-                        "expected 00 00 <type> <ndim>, e.g. 00000803 for MNIST images")
+        raise DataError(
+            f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'}); "
+            "expected 00 00 <type> <ndim>, e.g. 00000803 for MNIST images"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
@@ -83,8 +90,10 @@ def read_idx(path: Path) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise DataError(f"{path}: {len(raw)} bytes, expected {expected} for an IDX array of "
-                        f"shape {shape} ({dtype}); the file is truncated or corrupt")
+        raise DataError(
+            f"{path}: {len(raw)} bytes, expected {expected} for an IDX array of "
+            f"shape {shape} ({dtype}); the file is truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype, offset=header).reshape(shape)
 
 
@@ -93,17 +102,23 @@ def _mnist_pair(folder: Path, images_stem: str, labels_stem: str) -> tuple[Tenso
     lpath = find_file(folder, labels_stem, MNIST_HELP)
     images, labels = read_idx(ipath), read_idx(lpath)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{ipath}: IDX array of shape {images.shape} ({images.dtype}); "
-                        "expected uint8 images (N, rows, cols)")
+        raise DataError(
+            f"{ipath}: IDX array of shape {images.shape} ({images.dtype}); "
+            "expected uint8 images (N, rows, cols)"
+        )
     if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"{lpath}: labels of shape {labels.shape}; expected ({len(images)},) "
-                        f"to match {ipath.name}")
+        raise DataError(
+            f"{lpath}: labels of shape {labels.shape}; expected ({len(images)},) "
+            f"to match {ipath.name}"
+        )
     if len(images) == 0:
         raise DataError(f"{ipath}: no images; {MNIST_HELP}")
     if labels.max() > 9:
         raise DataError(f"{lpath}: label {int(labels.max())} out of range; expected 0..9")
-    return (torch.from_numpy(images.copy()).unsqueeze(1),  # (N, 1, H, W)
-            torch.from_numpy(labels.astype(np.int64)))
+    return (
+        torch.from_numpy(images.copy()).unsqueeze(1),  # (N, 1, H, W)
+        torch.from_numpy(labels.astype(np.int64)),
+    )
 
 
 def _carve_val(train: tuple[Tensor, Tensor]) -> tuple[tuple[Tensor, Tensor], ...]:
@@ -122,6 +137,7 @@ def load_mnist(folder: Path) -> Splits:
 
 # ----------------------------------------------------------------------------- CIFAR-10
 
+
 class _ArraysOnly(pickle.Unpickler):
     """CIFAR batches are pickled dicts of numpy arrays and lists: refuse any other global
     (an untrusted pickle could otherwise run code)."""
@@ -129,8 +145,11 @@ class _ArraysOnly(pickle.Unpickler):
     _ALLOWED = {"_reconstruct", "ndarray", "dtype", "_frombuffer", "scalar"}
 
     def find_class(self, module: str, name: str):
-        if (module.split(".")[0] == "numpy" and name in self._ALLOWED
-                or (module, name) == ("_codecs", "encode")):  # bytes in protocol-2 pickles
+        if (
+            module.split(".")[0] == "numpy"
+            and name in self._ALLOWED
+            or (module, name) == ("_codecs", "encode")
+        ):  # bytes in protocol-2 pickles
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
 
@@ -143,21 +162,27 @@ def read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
     except FileNotFoundError:
         raise DataError(f"missing data file {path}; {CIFAR_HELP}") from None
     except Exception as e:  # a truncated / foreign pickle fails in many ways
-        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
-                        "expected a pickled dict with 'data' and 'labels'") from None
+        raise DataError(
+            f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
+            "expected a pickled dict with 'data' and 'labels'"
+        ) from None
     if not isinstance(d, dict):
-        raise DataError(f"{path}: holds a {type(d).__name__}; expected a dict with 'data' "
-                        "and 'labels'")
+        raise DataError(
+            f"{path}: holds a {type(d).__name__}; expected a dict with 'data' and 'labels'"
+        )
     get = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
     if "data" not in get or "labels" not in get:
         raise DataError(f"{path}: keys {sorted(get)}; expected 'data' and 'labels'")
     data, labels = np.asarray(get["data"]), np.asarray(get["labels"])
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
-        raise DataError(f"{path}: data of shape {data.shape} ({data.dtype}); "
-                        "expected uint8 (N, 3072)")
+        raise DataError(
+            f"{path}: data of shape {data.shape} ({data.dtype}); expected uint8 (N, 3072)"
+        )
     if labels.shape != (len(data),) or len(data) == 0:
-        raise DataError(f"{path}: {labels.shape} labels for {len(data)} images; expected one "
-                        "label per image and at least one image")
+        raise DataError(
+            f"{path}: {labels.shape} labels for {len(data)} images; expected one "
+            "label per image and at least one image"
+        )
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(f"{path}: labels outside 0..9")
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())  # (N, 3, 32, 32)
@@ -176,6 +201,7 @@ def load_cifar10(folder: Path) -> Splits:
 
 # ----------------------------------------------------------------------------- digits
 
+
 def load_digits_splits(seed: int = 0) -> Splits:
     """scikit-learn's 1797 8x8 digits (bundled, no download), a fixed stratified
     70/15/15 train/val/test split. Pixel values are 0..16."""
@@ -187,7 +213,8 @@ def load_digits_splits(seed: int = 0) -> Splits:
     y = torch.from_numpy(d.target.astype(np.int64))
     idx = np.arange(len(y))
     train, rest = train_test_split(idx, test_size=0.3, stratify=d.target, random_state=seed)
-    val, test = train_test_split(rest, test_size=0.5, stratify=d.target[rest],
-                                 random_state=seed)
-    return {s: (x[torch.from_numpy(i)], y[torch.from_numpy(i)])
-            for s, i in (("train", train), ("val", val), ("test", test))}
+    val, test = train_test_split(rest, test_size=0.5, stratify=d.target[rest], random_state=seed)
+    return {
+        s: (x[torch.from_numpy(i)], y[torch.from_numpy(i)])
+        for s, i in (("train", train), ("val", val), ("test", test))
+    }

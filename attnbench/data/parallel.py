@@ -39,8 +39,10 @@ def read_lines(path: Path) -> list[str]:
         lines = [line.strip() for line in f]
     for lineno, line in enumerate(lines, start=1):
         if not line:
-            raise DataError(f"{path}:{lineno}: empty line; parallel files hold one sentence "
-                            "per line (remove the line from both files)")
+            raise DataError(
+                f"{path}:{lineno}: empty line; parallel files hold one sentence "
+                "per line (remove the line from both files)"
+            )
     return lines
 
 
@@ -49,8 +51,10 @@ def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
         n = min(len(src), len(tgt))
-        raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)} (they "
-                        f"differ from line {n + 1}); parallel files must be line-aligned")
+        raise DataError(
+            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)} (they "
+            f"differ from line {n + 1}); parallel files must be line-aligned"
+        )
     if not src:
         raise DataError(f"{src_path}: no sentences; expected one sentence per line")
     return src, tgt
@@ -73,6 +77,8 @@ class ParallelDataset(Dataset):
 def collate_parallel(items: list[tuple[Tensor, Tensor, str]], pad: int = 0) -> dict:
     """{"src": (B, S), "tgt": (B, T) padded with ``pad``, "refs": B reference strings}."""
     src, tgt, refs = zip(*items)
-    return {"src": pad_sequence(src, batch_first=True, padding_value=pad),
-            "tgt": pad_sequence(tgt, batch_first=True, padding_value=pad),
-            "refs": list(refs)}
+    return {
+        "src": pad_sequence(src, batch_first=True, padding_value=pad),
+        "tgt": pad_sequence(tgt, batch_first=True, padding_value=pad),
+        "refs": list(refs),
+    }

@@ -20,8 +20,11 @@ class DataError(AttnbenchError):
 
 
 def open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(
-        path, encoding="utf-8")
+    return (
+        gzip.open(path, "rt", encoding="utf-8")
+        if path.suffix == ".gz"
+        else open(path, encoding="utf-8")
+    )
 
 
 def find_file(directory: Path, stem: str, how_to_get: str) -> Path:
@@ -38,14 +41,18 @@ def read_tsv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[s
         header = f.readline().rstrip("\n").split("\t")
         missing = [c for c in columns if c not in header]
         if missing:
-            raise DataError(f"{path}:1: header {header} lacks column(s) {missing}; "
-                            f"expected a header line with {', '.join(columns)}")
+            raise DataError(
+                f"{path}:1: header {header} lacks column(s) {missing}; "
+                f"expected a header line with {', '.join(columns)}"
+            )
         index = [header.index(c) for c in columns]
         for lineno, line in enumerate(f, start=2):
             fields = line.rstrip("\n").split("\t")
             if len(fields) != len(header):
-                raise DataError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, "
-                                f"got {len(fields)}")
+                raise DataError(
+                    f"{path}:{lineno}: expected {len(header)} tab-separated fields, "
+                    f"got {len(fields)}"
+                )
             yield lineno, {c: fields[i].strip() for c, i in zip(columns, index)}
 
 
@@ -57,11 +64,13 @@ class Vocab:
         self.stoi = {t: i for i, t in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, sentences: Iterable[list[str]], min_freq: int = 1,
-              max_size: int | None = None) -> Vocab:
+    def build(
+        cls, sentences: Iterable[list[str]], min_freq: int = 1, max_size: int | None = None
+    ) -> Vocab:
         counts = Counter(t for s in sentences for t in s)
-        ranked = sorted((t for t, c in counts.items() if c >= min_freq),
-                        key=lambda t: (-counts[t], t))
+        ranked = sorted(
+            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
+        )
         return cls(ranked[:max_size])
 
     def __len__(self) -> int:

@@ -30,13 +30,21 @@ class Attention(nn.Module):
     def __init__(self, d_model: int, heads: int):
         super().__init__()
         if d_model % heads:
-            raise ConfigError(f"d_model={d_model} is not divisible by heads={heads}; "
-                             "pick heads that divide d_model")
+            raise ConfigError(
+                f"d_model={d_model} is not divisible by heads={heads}; "
+                "pick heads that divide d_model"
+            )
         self.d_model, self.heads, self.head_dim = d_model, heads, d_model // heads
 
     @classmethod
-    def check_use(cls, *, causal: bool = False, cross: bool = False, graph: bool = False,
-                  relative_posenc: bool = False) -> None:
+    def check_use(
+        cls,
+        *,
+        causal: bool = False,
+        cross: bool = False,
+        graph: bool = False,
+        relative_posenc: bool = False,
+    ) -> None:
         """Raise a one-line error when this variant cannot serve the requested use."""
         name = getattr(cls, "plugin_name", cls.__name__)
         if causal and not cls.supports_causal:
@@ -44,19 +52,20 @@ class Attention(nn.Module):
         if cross and not cls.supports_cross:
             raise ConfigError(f"attention {name!r} cannot do cross-attention")
         if relative_posenc and not cls.supports_relative_posenc:
-            raise ConfigError(f"attention {name!r} cannot take a relative positional "
-                                 "encoding; use one of posenc="
-                              + ", ".join(p.name for p in registry.plugins("posenc")
-                                          if not p.cls.relative))
+            raise ConfigError(
+                f"attention {name!r} cannot take a relative positional "
+                "encoding; use one of posenc="
+                + ", ".join(p.name for p in registry.plugins("posenc") if not p.cls.relative)
+            )
         if cls.needs_graph and not graph:
-            raise ConfigError(f"attention {name!r} needs graph edges, and this task gives "
-                                 "none; tasks that give edges: "
-                              + ", ".join(p.name for p in registry.plugins("task")
-                                          if p.cls.gives_edges))
+            raise ConfigError(
+                f"attention {name!r} needs graph edges, and this task gives "
+                "none; tasks that give edges: "
+                + ", ".join(p.name for p in registry.plugins("task") if p.cls.gives_edges)
+            )
 
 
-def decoding_kv(ctx: Ctx, project: Callable[[], tuple[Tensor, Tensor]]
-                ) -> tuple[Tensor, Tensor]:
+def decoding_kv(ctx: Ctx, project: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """Keys/values to attend, (B, h, Nk, ·): ``project()`` them, except while decoding with
     ctx.kv_cache, where a static (cross-attention) cache is projected once and reused and a
     self-attention cache gets the new positions appended."""

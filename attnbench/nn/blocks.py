@@ -24,8 +24,14 @@ class FeedForward(nn.Sequential):
 class EncoderBlock(nn.Module):
     """Self-attention + feed-forward, each with a residual and LayerNorm (pre or post)."""
 
-    def __init__(self, d_model: int, attention: nn.Module, ff_mult: int = 4,
-                 dropout: float = 0.1, norm: str = "pre"):
+    def __init__(
+        self,
+        d_model: int,
+        attention: nn.Module,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        norm: str = "pre",
+    ):
         super().__init__()
         if norm not in NORMS:
             raise ConfigError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
@@ -58,8 +64,15 @@ class DecoderBlock(nn.Module):
     self-attention *inputs* so far, which the plugin re-projects each step.
     """
 
-    def __init__(self, d_model: int, self_attention: nn.Module, cross_attention: nn.Module,
-                 ff_mult: int = 4, dropout: float = 0.1, norm: str = "pre"):
+    def __init__(
+        self,
+        d_model: int,
+        self_attention: nn.Module,
+        cross_attention: nn.Module,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        norm: str = "pre",
+    ):
         super().__init__()
         if norm not in NORMS:
             raise ConfigError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
@@ -69,13 +82,17 @@ class DecoderBlock(nn.Module):
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, self_ctx: Ctx, cross_ctx: Ctx,
-                past: dict | None = None) -> tuple[Tensor, dict]:
+    def forward(
+        self, x: Tensor, memory: Tensor, self_ctx: Ctx, cross_ctx: Ctx, past: dict | None = None
+    ) -> tuple[Tensor, dict]:
         """x (B, T, d) new positions, memory (B, S, d), past: the state returned by the
         previous step or None -> (out (B, T, d), state including these T positions)."""
         # a new state each step (shallow: tensors are shared), the caller's stays valid
-        state = ({k: dict(v) if isinstance(v, dict) else v for k, v in past.items()}
-                 if past else self.empty_state())
+        state = (
+            {k: dict(v) if isinstance(v, dict) else v for k, v in past.items()}
+            if past
+            else self.empty_state()
+        )
         h = self.norm1(x) if self.pre_norm else x
         if "inputs" in state:
             kv = h if state["inputs"] is None else torch.cat([state["inputs"], h], dim=1)
@@ -96,5 +113,7 @@ class DecoderBlock(nn.Module):
 
     def empty_state(self) -> dict:
         cached = self.self_attn.supports_kv_cache
-        return {**({"self": {}} if cached else {"inputs": None}),
-                "cross": {"static": True} if self.cross_attn.supports_kv_cache else None}
+        return {
+            **({"self": {}} if cached else {"inputs": None}),
+            "cross": {"static": True} if self.cross_attn.supports_kv_cache else None,
+        }

@@ -50,8 +50,16 @@ def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
 
 
 @torch.no_grad()
-def greedy_search(step: Step, batch_size: int, bos: int, eos: int, pad: int, max_len: int,
-                  device: torch.device | str = "cpu", state: Any = None) -> Tensor:
+def greedy_search(
+    step: Step,
+    batch_size: int,
+    bos: int,
+    eos: int,
+    pad: int,
+    max_len: int,
+    device: torch.device | str = "cpu",
+    state: Any = None,
+) -> Tensor:
     """The most probable next token at every step, until </s> or ``max_len`` tokens."""
     tokens = torch.full((batch_size, 1), bos, dtype=torch.long, device=device)
     done = torch.zeros(batch_size, dtype=torch.bool, device=device)
@@ -66,9 +74,18 @@ def greedy_search(step: Step, batch_size: int, bos: int, eos: int, pad: int, max
 
 
 @torch.no_grad()
-def beam_search(step: Step, batch_size: int, bos: int, eos: int, pad: int, max_len: int,
-                beam_size: int = 4, alpha: float = 0.0, device: torch.device | str = "cpu",
-                state: Any = None) -> Tensor:
+def beam_search(
+    step: Step,
+    batch_size: int,
+    bos: int,
+    eos: int,
+    pad: int,
+    max_len: int,
+    beam_size: int = 4,
+    alpha: float = 0.0,
+    device: torch.device | str = "cpu",
+    state: Any = None,
+) -> Tensor:
     """Beam search with a length penalty; ``step`` sees B * beam_size rows (row b*K + k is
     beam k of example b), so tensors it closes over (encoder memory) must be expanded with
     ``repeat_interleave(beam_size, 0)``; ``state``, if given, holds B rows and is expanded here.

@@ -16,7 +16,7 @@ class TokenEmbedder(nn.Module):
         super().__init__()
         self.pad, self.scale = pad, math.sqrt(d_model)
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad)
-        nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
+        nn.init.normal_(self.embed.weight, std=d_model**-0.5)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Ctx]:
         tokens = batch["tokens"]

@@ -32,8 +32,9 @@ class ProjectedAttention(Attention):
         self.out = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout
 
-    def heads_qkv(self, query: Tensor, key: Tensor, value: Tensor,
-                  ctx: Ctx) -> tuple[Tensor, Tensor, Tensor]:
+    def heads_qkv(
+        self, query: Tensor, key: Tensor, value: Tensor, ctx: Ctx
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Project and split heads: -> q, k, v each (B, h, N, hd), rotated by a relative
         positional encoding when the context carries one."""
         if query is key and key is value:  # self-attention: one matmul
@@ -61,8 +62,15 @@ def _fix_empty_rows(mask: Tensor) -> tuple[Tensor, Tensor]:
     return mask | ~nonempty, nonempty
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, bias: Tensor | None,
-            dropout_p: float, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+def _attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    bias: Tensor | None,
+    dropout_p: float,
+    need_weights: bool,
+) -> tuple[Tensor, Tensor | None]:
     """Softmax attention over the last two dims with a boolean mask (any leading dims)."""
     if need_weights:  # eager: the probabilities are needed anyway
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
@@ -77,10 +85,18 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, bias: Tensor | None,
 # ----------------------------------------------------------------------------- 1-D window
 
 
-def band_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *,
-                   key_valid: Tensor | None = None, causal: bool = False,
-                   bias: Tensor | None = None, dropout_p: float = 0.0,
-                   need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+def band_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int,
+    *,
+    key_valid: Tensor | None = None,
+    causal: bool = False,
+    bias: Tensor | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """Query i attends key j iff |i - j| <= window (and j <= i when causal).
 
     Queries are cut into blocks of ``bs >= window`` positions; block b attends the keys of
@@ -91,8 +107,10 @@ def band_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *,
     b, h, nq, hd = q.shape
     nk = k.size(2)
     if nq > nk or (nq < nk and not causal):
-        raise ConfigError(f"windowed attention got {nq} queries for {nk} keys; it needs "
-                          "self-attention (equal lengths), or fewer queries only when causal")
+        raise ConfigError(
+            f"windowed attention got {nq} queries for {nk} keys; it needs "
+            "self-attention (equal lengths), or fewer queries only when causal"
+        )
     start = max(0, nk - nq - window)  # the first key any query can reach
     if start or nq < nk:
         k, v = k[:, :, start:], v[:, :, start:]
@@ -146,15 +164,16 @@ def band_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *,
     # scatter the band into dense (B, h, L, L + 2w) rows; key j sits at column j + w
     idx = (kpos + w)[:, None, :].expand(b, h, nb, bs, bs + 2 * w)
     dense = p.new_zeros(b, h, nb, bs, length + 2 * w).scatter(-1, idx, p)
-    dense = dense.view(b, h, length, length + 2 * w)[:, :, lead:n, w:w + n]
+    dense = dense.view(b, h, length, length + 2 * w)[:, :, lead:n, w : w + n]
     return y, F.pad(dense, (start, 0))  # (B, h, Nq, Nk)
 
 
 # ----------------------------------------------------------------------------- 2-D window
 
 
-def grid_neighbours(positions: Tensor, window: int,
-                    key_valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def grid_neighbours(
+    positions: Tensor, window: int, key_valid: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Neighbourhoods on a 2-D grid, from token positions (B, N, 2) (row, col).
 
     Returns ``idx, valid`` (B, N, K): the indices of the tokens within Chebyshev distance
@@ -188,18 +207,29 @@ def grid_neighbours(positions: Tensor, window: int,
     return nbr.clamp(min=0), nbr >= 0, gidx, off.gather(1, gidx)
 
 
-def grid_attention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, window: int, *,
-                   key_valid: Tensor | None = None, causal: bool = False,
-                   bias: Tensor | None = None, dropout_p: float = 0.0,
-                   need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+def grid_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    positions: Tensor,
+    window: int,
+    *,
+    key_valid: Tensor | None = None,
+    causal: bool = False,
+    bias: Tensor | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """Each token attends the tokens within Chebyshev distance ``window`` on the grid
     (a CNN-like receptive field) plus the off-grid (global) tokens; global tokens attend
     everything. Causal keeps keys at token index <= the query's. Gather-based:
     O(N·((2w+1)² + G)) time and memory."""
     b, h, n, hd = q.shape
     if k.size(2) != n:
-        raise ConfigError("2-D windowed attention needs self-attention (as many keys as "
-                          "queries, all at ctx.positions)")
+        raise ConfigError(
+            "2-D windowed attention needs self-attention (as many keys as "
+            "queries, all at ctx.positions)"
+        )
     idx, valid, gidx, goff = grid_neighbours(positions, window, key_valid)  # (B, N, K)
     g = gidx.size(1)
     gvalid = goff if key_valid is None else goff & key_valid.gather(1, gidx)  # (B, G)
@@ -262,21 +292,32 @@ def segment_softmax(scores: Tensor, seg: Tensor, segments: int) -> Tensor:
     return ex / denom[seg]
 
 
-def edge_attention(q: Tensor, k: Tensor, v: Tensor, edges: Tensor, *,
-                   key_valid: Tensor | None = None, causal: bool = False,
-                   self_loops: bool = True, bias: Tensor | None = None,
-                   dropout_p: float = 0.0,
-                   need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+def edge_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    edges: Tensor,
+    *,
+    key_valid: Tensor | None = None,
+    causal: bool = False,
+    self_loops: bool = True,
+    bias: Tensor | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """Node i attends node j for each edge (i, j) in edges (2, E) [query node, key node],
     flat indices b·N + i. O(E): per-edge scores, segment softmax, scattered sum of values.
     Nodes without a usable edge get a zero output."""
     b, h, n, hd = q.shape
     if k.size(2) != n:
-        raise ConfigError("graph attention needs self-attention over the graph's nodes "
-                          f"(got {n} queries for {k.size(2)} keys)")
+        raise ConfigError(
+            "graph attention needs self-attention over the graph's nodes "
+            f"(got {n} queries for {k.size(2)} keys)"
+        )
     if edges.dim() != 2 or edges.size(0) != 2:
-        raise ConfigError(f"ctx.edges must be (2, E) [query node, key node], got shape "
-                          f"{tuple(edges.shape)}")
+        raise ConfigError(
+            f"ctx.edges must be (2, E) [query node, key node], got shape {tuple(edges.shape)}"
+        )
     dst, src = edges.to(q.device).long()
     keep = torch.ones_like(dst, dtype=torch.bool)
     if self_loops:  # drop given loops, then add exactly one per node

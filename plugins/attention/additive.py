@@ -49,17 +49,25 @@ class AdditiveScore(nn.Module):
         self.v = nn.Parameter(torch.empty(heads, hidden).uniform_(-1, 1) / math.sqrt(hidden))
         self.chunk_size = chunk_size
 
-    def forward(self, qh: Tensor, kh: Tensor, values: Tensor, ctx: Ctx, *,
-                need_weights: bool = False, dropout_p: float = 0.0
-                ) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        qh: Tensor,
+        kh: Tensor,
+        values: Tensor,
+        ctx: Ctx,
+        *,
+        need_weights: bool = False,
+        dropout_p: float = 0.0,
+    ) -> tuple[Tensor, Tensor | None]:
         """qh (B, h, Nq, e), kh (B, h, Nk, e), values (B, h, Nk, hd) -> (B, h, Nq, hd), weights"""
         b, h, nq, e = qh.shape
         nk = kh.size(-2)
         mask, bias = score_terms(ctx, nq, nk, h, qh.device, qh.dtype)
         row_bytes = max(1, b * h * nk * e * qh.element_size())  # one query's tanh buffer
         chunk = self.chunk_size or -(-CHUNK_BYTES // row_bytes)
-        recompute = torch.is_grad_enabled() and (qh.requires_grad or kh.requires_grad
-                                                 or self.v.requires_grad)
+        recompute = torch.is_grad_enabled() and (
+            qh.requires_grad or kh.requires_grad or self.v.requires_grad
+        )
         ys, ws = [], []
         for start in range(0, nq, chunk):  # a loop over blocks of queries, not tokens
             rows = slice(start, start + chunk)
@@ -80,15 +88,27 @@ class AdditiveAttention(Attention):
 
     supports_kv_cache = True
 
-    def __init__(self, d_model: int, heads: int, hidden: int | None = None,
-                 query_dim: int | None = None, key_dim: int | None = None,
-                 dropout: float = 0.0, chunk_size: int = 0):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        hidden: int | None = None,
+        query_dim: int | None = None,
+        key_dim: int | None = None,
+        dropout: float = 0.0,
+        chunk_size: int = 0,
+    ):
         super().__init__(d_model, heads)
-        for name, value in (("hidden", hidden), ("query_dim", query_dim), ("key_dim", key_dim),
-                            ("chunk_size", chunk_size)):
+        for name, value in (
+            ("hidden", hidden),
+            ("query_dim", query_dim),
+            ("key_dim", key_dim),
+            ("chunk_size", chunk_size),
+        ):
             if value is not None and value < (0 if name == "chunk_size" else 1):
-                raise ConfigError(f"attention.{name}={value} must be positive; "
-                                  f"leave it unset for the default")
+                raise ConfigError(
+                    f"attention.{name}={value} must be positive; leave it unset for the default"
+                )
         self.hidden = hidden or self.head_dim  # per-head size of the tanh layer
         query_dim, key_dim = query_dim or d_model, key_dim or d_model
         self.q_proj = nn.Linear(query_dim, heads * self.hidden, bias=False)
@@ -98,14 +118,32 @@ class AdditiveAttention(Attention):
         self.score = AdditiveScore(heads, self.hidden, chunk_size)
         self.dropout = dropout
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        ctx: Ctx | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         qh = split_heads(self.q_proj(query), self.heads)  # (B, h, Nq, e)
-        kh, v = decoding_kv(ctx, lambda: (split_heads(self.k_proj(key), self.heads),  # e
-                                          split_heads(self.v_proj(value), self.heads)))  # hd
+        kh, v = decoding_kv(
+            ctx,
+            lambda: (
+                split_heads(self.k_proj(key), self.heads),  # e
+                split_heads(self.v_proj(value), self.heads),
+            ),
+        )  # hd
         if ctx.posenc is not None:  # RoPE: position-aware features inside the tanh
             qh, kh = ctx.posenc.rotate(qh, kh, ctx)
-        y, weights = self.score(qh, kh, v, ctx, need_weights=need_weights,
-                                dropout_p=self.dropout if self.training else 0.0)
+        y, weights = self.score(
+            qh,
+            kh,
+            v,
+            ctx,
+            need_weights=need_weights,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         return self.out(merge_heads(y)), weights

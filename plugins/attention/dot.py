@@ -18,16 +18,19 @@ from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
 
-def score_terms(ctx: Ctx, nq: int, nk: int, heads: int, device: torch.device,
-                dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
+def score_terms(
+    ctx: Ctx, nq: int, nk: int, heads: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor | None, Tensor | None]:
     """(allowed (B|1, 1, Nq, Nk) bool or None, bias broadcastable to (B, h, Nq, Nk) or None)."""
     mask = dense_mask(ctx, nq, nk, device)
     bias = ctx.posenc.score_bias(nq, nk, ctx) if ctx.posenc is not None else None
     if bias is not None:
         if bias.dim() == 4 and bias.size(1) not in (1, heads):
-            raise ConfigError(f"the positional encoding gives a score bias for {bias.size(1)} "
-                              f"heads but the attention has {heads}; build it with the backbone's "
-                              "head count (posenc(d_model=..., heads=...))")
+            raise ConfigError(
+                f"the positional encoding gives a score bias for {bias.size(1)} "
+                f"heads but the attention has {heads}; build it with the backbone's "
+                "head count (posenc(d_model=..., heads=...))"
+            )
         bias = bias.to(dtype)
     return mask, bias
 
@@ -45,8 +48,9 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, bias: Tensor | None) -> 
     return weights.masked_fill(~mask, 0.0)
 
 
-def sdpa(q: Tensor, k: Tensor, v: Tensor, ctx: Ctx, *, need_weights: bool = False,
-         dropout_p: float = 0.0) -> tuple[Tensor, Tensor | None]:
+def sdpa(
+    q: Tensor, k: Tensor, v: Tensor, ctx: Ctx, *, need_weights: bool = False, dropout_p: float = 0.0
+) -> tuple[Tensor, Tensor | None]:
     """Softmax attention over split heads: q (B, h, Nq, hd), k/v (B, h, Nk, hd) -> y, weights.
 
     The fused SDPA kernel unless weights are asked for; the eager path computes the same.
@@ -82,19 +86,38 @@ class DotAttention(Attention):
         if query is key and key is value:  # self-attention: one matmul
             q, k, v = (split_heads(t, self.heads) for t in self.qkv(query).chunk(3, dim=-1))
             return q, *decoding_kv(ctx, lambda: (k, v))
-        w, b = self.qkv.weight.chunk(3), (self.qkv.bias.chunk(3) if self.qkv.bias is not None
-                                         else (None, None, None))
+        w, b = (
+            self.qkv.weight.chunk(3),
+            (self.qkv.bias.chunk(3) if self.qkv.bias is not None else (None, None, None)),
+        )
         q = split_heads(F.linear(query, w[0], b[0]), self.heads)
-        return q, *decoding_kv(ctx, lambda: (split_heads(F.linear(key, w[1], b[1]), self.heads),
-                                             split_heads(F.linear(value, w[2], b[2]),
-                                                         self.heads)))
+        return q, *decoding_kv(
+            ctx,
+            lambda: (
+                split_heads(F.linear(key, w[1], b[1]), self.heads),
+                split_heads(F.linear(value, w[2], b[2]), self.heads),
+            ),
+        )
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        ctx: Ctx | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         q, k, v = self._project(query, key, value, ctx)  # (B, h, N, hd)
         if ctx.posenc is not None:
             q, k = ctx.posenc.rotate(q, k, ctx)
-        y, weights = sdpa(q, k, v, ctx, need_weights=need_weights,
-                          dropout_p=self.dropout if self.training else 0.0)
+        y, weights = sdpa(
+            q,
+            k,
+            v,
+            ctx,
+            need_weights=need_weights,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         return self.out(merge_heads(y)), weights

@@ -35,8 +35,15 @@ class LinearAttention(Attention):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        ctx: Ctx | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         if ctx.posenc is not None:
             self.check_use(relative_posenc=True)  # raises the harness's one-line error

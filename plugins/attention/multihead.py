@@ -32,8 +32,16 @@ class MultiHeadAttention(Attention):
 
     supports_kv_cache = True
 
-    def __init__(self, d_model: int, heads: int, score: str = "dot", hidden: int | None = None,
-                 dropout: float = 0.0, bias: bool = True, chunk_size: int = 0):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        score: str = "dot",
+        hidden: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        chunk_size: int = 0,
+    ):
         super().__init__(d_model, heads)
         if score not in SCORES:
             raise ConfigError(f"attention.score={score!r} is not one of {', '.join(SCORES)}")
@@ -51,12 +59,24 @@ class MultiHeadAttention(Attention):
             self.wb = nn.Parameter(torch.zeros(heads, 1, e))
             self.additive = AdditiveScore(heads, e, chunk_size)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        ctx: Ctx | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         q = split_heads(self.q_proj(query), self.heads)  # (B, h, Nq, hd)
-        k, v = decoding_kv(ctx, lambda: (split_heads(self.k_proj(key), self.heads),
-                                         split_heads(self.v_proj(value), self.heads)))
+        k, v = decoding_kv(
+            ctx,
+            lambda: (
+                split_heads(self.k_proj(key), self.heads),
+                split_heads(self.v_proj(value), self.heads),
+            ),
+        )
         if ctx.posenc is not None:
             q, k = ctx.posenc.rotate(q, k, ctx)
         p = self.dropout if self.training else 0.0

@@ -18,21 +18,36 @@ class TruncatedAttention(ProjectedAttention):
 
     supports_cross = False
 
-    def __init__(self, d_model: int, heads: int, window: int = 8, dropout: float = 0.0,
-                 bias: bool = True):
+    def __init__(
+        self, d_model: int, heads: int, window: int = 8, dropout: float = 0.0, bias: bool = True
+    ):
         super().__init__(d_model, heads, dropout, bias)
         if window < 0:
-            raise ConfigError(f"attention.window={window} must be >= 0 (keys within that "
-                              "many positions of the query)")
+            raise ConfigError(
+                f"attention.window={window} must be >= 0 (keys within that "
+                "many positions of the query)"
+            )
         self.window = window
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, *, ctx: Ctx | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        ctx: Ctx | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
         q, k, v = self.heads_qkv(query, key, value, ctx)  # (B, h, N, hd)
         bias = self.score_bias(ctx, q.size(-2), k.size(-2), q.dtype)
-        kw = dict(key_valid=ctx.key_padding_mask, causal=ctx.causal, bias=bias,
-                  dropout_p=self.dropout if self.training else 0.0, need_weights=need_weights)
+        kw = dict(
+            key_valid=ctx.key_padding_mask,
+            causal=ctx.causal,
+            bias=bias,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+        )
         if ctx.positions is not None and ctx.positions.dim() == 3:  # (B, N, 2): image grid
             y, weights = grid_attention(q, k, v, ctx.positions, self.window, **kw)
         else:

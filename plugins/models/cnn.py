@@ -21,8 +21,15 @@ class ConvBlock(nn.Module):
     (B, N, 1) / (B, H, W, 1) with 1 where a real token sits, 0 elsewhere.
     """
 
-    def __init__(self, d_model: int, kernel_size: int, dilation: int, dims: int,
-                 residual: bool, dropout: float):
+    def __init__(
+        self,
+        d_model: int,
+        kernel_size: int,
+        dilation: int,
+        dims: int,
+        residual: bool,
+        dropout: float,
+    ):
         super().__init__()
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
         self.conv = conv(d_model, d_model, kernel_size, dilation=dilation)
@@ -47,18 +54,28 @@ class ConvBlock(nn.Module):
 class CNN(nn.Module):
     """Stacked convolutions, layer i dilated by dilation**i; 2-D over a task's patch grid."""
 
-    def __init__(self, task, d_model: int = 128, layers: int = 4, kernel_size: int = 3,
-                 dilation: int = 2, residual: bool = True, dropout: float = 0.1):
+    def __init__(
+        self,
+        task,
+        d_model: int = 128,
+        layers: int = 4,
+        kernel_size: int = 3,
+        dilation: int = 2,
+        residual: bool = True,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         if kernel_size < 1 or layers < 1 or dilation < 1:
-            raise ConfigError(f"model.kernel_size={kernel_size}, model.layers={layers}, "
-                              f"model.dilation={dilation}: all must be >= 1")
+            raise ConfigError(
+                f"model.kernel_size={kernel_size}, model.layers={layers}, "
+                f"model.dilation={dilation}: all must be >= 1"
+            )
         self.d_model, self.layers = d_model, layers
         grid = bool(getattr(task, "grid", False))  # the task's tokens sit on a 2-D grid
         self.kernel_size, self.dilation, self.grid = kernel_size, dilation, grid
         # One kind of weight only: unused 2-D weights would inflate the parameter count.
         self.blocks = nn.ModuleList(
-            ConvBlock(d_model, kernel_size, dilation ** i, 2 if grid else 1, residual, dropout)
+            ConvBlock(d_model, kernel_size, dilation**i, 2 if grid else 1, residual, dropout)
             for i in range(layers)
         )
         self.final_norm = nn.LayerNorm(d_model)
@@ -67,13 +84,15 @@ class CNN(nn.Module):
     def receptive_field(self) -> int:
         """Tokens (grid: patches per axis) one output sees: 1 + sum_i (k - 1) * dilation**i.
         The harness may record it: getattr(backbone, "receptive_field", None)."""
-        return 1 + sum((self.kernel_size - 1) * self.dilation ** i for i in range(self.layers))
+        return 1 + sum((self.kernel_size - 1) * self.dilation**i for i in range(self.layers))
 
     @classmethod
     def check_task(cls, task) -> None:
         if task.gives_edges:
-            raise ConfigError("model=cnn convolves over token order, which a graph task does "
-                              "not have; use model=transformer (attention=graph) or model=mlp")
+            raise ConfigError(
+                "model=cnn convolves over token order, which a graph task does "
+                "not have; use model=transformer (attention=graph) or model=mlp"
+            )
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         """(B, N, d) -> (B, N, d)"""
@@ -82,14 +101,19 @@ class CNN(nn.Module):
             real = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         two_d = ctx.positions is not None and ctx.positions.dim() == 3
         if two_d != self.grid:
-            raise ConfigError("model=cnn got 2-D patch positions from a task whose grid is "
-                              "False" if two_d else "model=cnn was built for a grid task "
-                              "(task.grid=True) but got no 2-D positions (ctx.positions "
-                              "(B, N, 2))")
+            raise ConfigError(
+                "model=cnn got 2-D patch positions from a task whose grid is False"
+                if two_d
+                else "model=cnn was built for a grid task "
+                "(task.grid=True) but got no 2-D positions (ctx.positions "
+                "(B, N, 2))"
+            )
         if self.grid:
             if ctx.causal:
-                raise ConfigError("model=cnn: causal convolution over a 2-D grid is not "
-                                  "supported; use model=transformer")
+                raise ConfigError(
+                    "model=cnn: causal convolution over a 2-D grid is not "
+                    "supported; use model=transformer"
+                )
             return self.final_norm(self._forward_2d(x, real, ctx.positions))
         mask = real.unsqueeze(-1).to(x.dtype)  # (B, N, 1)
         for block in self.blocks:

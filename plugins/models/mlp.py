@@ -26,15 +26,13 @@ class ResidualFF(nn.Module):
 class MLP(nn.Module):
     """Residual feed-forward layers applied to each token alone; runs on any task."""
 
-    def __init__(self, d_model: int = 128, layers: int = 2, ff_mult: int = 4,
-                 dropout: float = 0.1):
+    def __init__(self, d_model: int = 128, layers: int = 2, ff_mult: int = 4, dropout: float = 0.1):
         super().__init__()
         if layers < 1 or ff_mult < 1:
             raise ConfigError(f"model.layers={layers} and model.ff_mult={ff_mult} must be >= 1")
         self.d_model = d_model
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.Sequential(*(ResidualFF(d_model, ff_mult, dropout)
-                                      for _ in range(layers)))
+        self.blocks = nn.Sequential(*(ResidualFF(d_model, ff_mult, dropout) for _ in range(layers)))
         self.final_norm = nn.LayerNorm(d_model)
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:

@@ -29,10 +29,18 @@ class RNN(nn.Module):
     """LSTM/GRU, uni- or bidirectional, hidden = d_model per direction, projected to d_model;
     an encoder-decoder on seq2seq tasks (use_attention, heads: its decoder's attention)."""
 
-    def __init__(self, task: Any, attention: Callable[..., nn.Module],
-                 d_model: int = 128, cell: str = "lstm", bidirectional: bool = True,
-                 layers: int = 2, dropout: float = 0.1, use_attention: bool = True,
-                 heads: int = 1):
+    def __init__(
+        self,
+        task: Any,
+        attention: Callable[..., nn.Module],
+        d_model: int = 128,
+        cell: str = "lstm",
+        bidirectional: bool = True,
+        layers: int = 2,
+        dropout: float = 0.1,
+        use_attention: bool = True,
+        heads: int = 1,
+    ):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
@@ -41,9 +49,14 @@ class RNN(nn.Module):
         self.d_model, self.bidirectional = d_model, bidirectional
         self.drop = nn.Dropout(dropout)
         # nn.LSTM's dropout acts between layers only (it warns when layers == 1).
-        self.rnn = CELLS[cell](d_model, d_model, num_layers=layers, batch_first=True,
-                               bidirectional=bidirectional,
-                               dropout=dropout if layers > 1 else 0.0)
+        self.rnn = CELLS[cell](
+            d_model,
+            d_model,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         directions = 2 if bidirectional else 1
         self.proj = nn.Linear(directions * d_model, d_model) if bidirectional else nn.Identity()
         self.norm = nn.LayerNorm(d_model)
@@ -51,12 +64,14 @@ class RNN(nn.Module):
         if self.seq2seq:
             self._build_decoder(attention, cell, layers, dropout, use_attention, heads)
 
-    def _build_decoder(self, attention, cell: str, layers: int, dropout: float,
-                       use_attention: bool, heads: int) -> None:
+    def _build_decoder(
+        self, attention, cell: str, layers: int, dropout: float, use_attention: bool, heads: int
+    ) -> None:
         d = self.d_model
         self.cell, self.layers = cell, layers
-        self.decoder = CELLS[cell](d, d, num_layers=layers, batch_first=True,
-                                   dropout=dropout if layers > 1 else 0.0)
+        self.decoder = CELLS[cell](
+            d, d, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
         # initial decoder state from the mean encoder output: h (and c for an LSTM) per layer
         self.states = 2 if cell == "lstm" else 1
         self.bridge = nn.Linear(d, self.states * layers * d)
@@ -69,14 +84,18 @@ class RNN(nn.Module):
     @classmethod
     def check_task(cls, task) -> None:
         if task.gives_edges:
-            raise ConfigError("model=rnn reads tokens in order, which a graph task does not "
-                              "have; use model=transformer (attention=graph) or model=mlp")
+            raise ConfigError(
+                "model=rnn reads tokens in order, which a graph task does not "
+                "have; use model=transformer (attention=graph) or model=mlp"
+            )
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         """(B, N, d) -> (B, N, d); pads are packed away, so they never reach a real token."""
         if ctx.causal and self.bidirectional:
-            raise ConfigError("model=rnn with model.bidirectional=true sees the future, which a "
-                              "causal task forbids; set model.bidirectional=false")
+            raise ConfigError(
+                "model=rnn with model.bidirectional=true sees the future, which a "
+                "causal task forbids; set model.bidirectional=false"
+            )
         B, N, _ = x.shape
         x = self.drop(x)
         if ctx.key_padding_mask is None:
@@ -102,8 +121,9 @@ class RNN(nn.Module):
             pooled = (memory * keep).sum(1) / keep.sum(1).clamp(min=1)  # (B, d)
         return torch.tanh(self.bridge(pooled)).view(-1, self.states, self.layers, self.d_model)
 
-    def decode(self, y: Tensor, memory: Tensor, src_ctx: Ctx,
-               cache: dict | None = None) -> tuple[Tensor, dict]:
+    def decode(
+        self, y: Tensor, memory: Tensor, src_ctx: Ctx, cache: dict | None = None
+    ) -> tuple[Tensor, dict]:
         """Target embeddings y (B, T, d) -> (h (B, T, d), cache); the cache is the decoder's
         recurrent state, batch-first (B, states, layers, d), so one step costs one RNN step."""
         state = cache["state"] if cache else self._initial_state(memory, src_ctx)

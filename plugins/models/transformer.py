@@ -24,10 +24,18 @@ class Transformer(nn.Module):
     """Transformer encoder (encoder-decoder on seq2seq tasks); `attention`, `posenc` are
     the selected plugins; the decoder has as many layers as the encoder."""
 
-    def __init__(self, attention: Callable[..., nn.Module],
-                 posenc: Callable[..., PositionalEncoding], task: Any,
-                 d_model: int = 128, heads: int = 4, layers: int = 2, ff_mult: int = 4,
-                 dropout: float = 0.1, norm: str = "pre"):
+    def __init__(
+        self,
+        attention: Callable[..., nn.Module],
+        posenc: Callable[..., PositionalEncoding],
+        task: Any,
+        d_model: int = 128,
+        heads: int = 4,
+        layers: int = 2,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        norm: str = "pre",
+    ):
         super().__init__()
         self.d_model = d_model
         self.posenc = posenc(d_model=d_model, heads=heads)  # heads: for per-head biases
@@ -41,8 +49,14 @@ class Transformer(nn.Module):
         if not self.seq2seq:
             return
         self.decoder_blocks = nn.ModuleList(
-            DecoderBlock(d_model, attention(d_model=d_model, heads=heads),
-                         attention(d_model=d_model, heads=heads), ff_mult, dropout, norm)
+            DecoderBlock(
+                d_model,
+                attention(d_model=d_model, heads=heads),
+                attention(d_model=d_model, heads=heads),
+                ff_mult,
+                dropout,
+                norm,
+            )
             for _ in range(layers)
         )
         self.decoder_norm = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
@@ -60,8 +74,9 @@ class Transformer(nn.Module):
         """Source (B, S, d) -> memory (B, S, d)"""
         return self(x, ctx)
 
-    def decode(self, y: Tensor, memory: Tensor, src_ctx: Ctx,
-               cache: dict | None = None) -> tuple[Tensor, dict]:
+    def decode(
+        self, y: Tensor, memory: Tensor, src_ctx: Ctx, cache: dict | None = None
+    ) -> tuple[Tensor, dict]:
         """Target embeddings y (B, T, d) at positions cache["pos"] onwards -> (h (B, T, d),
         cache). Teacher forcing: the whole target, cache=None. Generation: one token at a
         time with the returned cache (each layer's projected keys/values, see DecoderBlock)."""

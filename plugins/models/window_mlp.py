@@ -38,16 +38,25 @@ class WindowBlock(nn.Module):
 class WindowMLP(nn.Module):
     """Residual MLP layers over windows of `window` tokens each side (causal: 2w before)."""
 
-    def __init__(self, d_model: int = 128, window: int = 2, layers: int = 2, ff_mult: int = 4,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        d_model: int = 128,
+        window: int = 2,
+        layers: int = 2,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         if window < 0 or layers < 1 or ff_mult < 1:
-            raise ConfigError(f"model.window={window} must be >= 0, model.layers={layers} and "
-                              f"model.ff_mult={ff_mult} >= 1")
+            raise ConfigError(
+                f"model.window={window} must be >= 0, model.layers={layers} and "
+                f"model.ff_mult={ff_mult} >= 1"
+            )
         self.d_model, self.window, self.layers = d_model, window, layers
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(WindowBlock(d_model, window, ff_mult, dropout)
-                                    for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            WindowBlock(d_model, window, ff_mult, dropout) for _ in range(layers)
+        )
         self.final_norm = nn.LayerNorm(d_model)
 
     @property
@@ -58,8 +67,10 @@ class WindowMLP(nn.Module):
     @classmethod
     def check_task(cls, task) -> None:
         if task.gives_edges:
-            raise ConfigError("model=window_mlp windows over token order, which a graph task "
-                              "does not have; use model=mlp or model=transformer")
+            raise ConfigError(
+                "model=window_mlp windows over token order, which a graph task "
+                "does not have; use model=mlp or model=transformer"
+            )
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         """(B, N, d) -> (B, N, d)"""

@@ -21,8 +21,9 @@ class NoPositionalEncoding(PositionalEncoding):
 def sinusoid_table(n: int, d_model: int) -> Tensor:
     """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...); shape (n, d)."""
     pos = torch.arange(n, dtype=torch.float32)[:, None]
-    inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32)
-                         * (-math.log(10000.0) / d_model))
+    inv_freq = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+    )
     table = torch.zeros(n, d_model)
     table[:, 0::2] = torch.sin(pos * inv_freq)
     table[:, 1::2] = torch.cos(pos * inv_freq[: d_model // 2])
@@ -61,6 +62,8 @@ class LearnedEncoding(PositionalEncoding):
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         pos = _positions(x, ctx)
         if int(pos.max()) >= self.max_len:
-            raise ConfigError(f"position {int(pos.max())} exceeds posenc.max_len={self.max_len}; "
-                              "raise posenc.max_len")
+            raise ConfigError(
+                f"position {int(pos.max())} exceeds posenc.max_len={self.max_len}; "
+                "raise posenc.max_len"
+            )
         return x + self.table(pos)

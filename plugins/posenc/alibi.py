@@ -22,6 +22,7 @@ from .rope import query_key_positions
 
 def alibi_slopes(heads: int) -> Tensor:
     """(heads,) head slopes; for 8 heads 1/2, 1/4, ..., 1/256."""
+
     def geometric(n: int) -> list[float]:
         return [2 ** (-8 * (i + 1) / n) for i in range(n)]
 

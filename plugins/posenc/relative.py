@@ -26,8 +26,10 @@ class RelativeBias(PositionalEncoding):
     def __init__(self, d_model: int, heads: int, max_distance: int = 32):
         super().__init__(d_model)
         if heads < 1 or max_distance < 1:
-            raise ConfigError(f"posenc.heads={heads} and posenc.max_distance={max_distance} "
-                              "must be >= 1; set model.heads")
+            raise ConfigError(
+                f"posenc.heads={heads} and posenc.max_distance={max_distance} "
+                "must be >= 1; set model.heads"
+            )
         self.heads, self.max_distance = heads, max_distance
         # (h, axis, 2m+1): axis 0 for 1-D offsets and 2-D rows, axis 1 for 2-D columns
         self.table = nn.Parameter(torch.randn(heads, 2, 2 * max_distance + 1) * 0.02)

@@ -16,8 +16,7 @@ from attnbench.nn.posenc import PositionalEncoding
 from attnbench.registry import ConfigError
 
 
-def query_key_positions(ctx: Ctx, nq: int, nk: int,
-                        device: torch.device) -> tuple[Tensor, Tensor]:
+def query_key_positions(ctx: Ctx, nq: int, nk: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Positions of the queries and keys: (B|1, Nq[, 2]) and (B|1, Nk[, 2]).
 
     From ctx.positions when it covers the keys (queries are then the last Nq of them, as in
@@ -25,14 +24,16 @@ def query_key_positions(ctx: Ctx, nq: int, nk: int,
     """
     p = ctx.positions
     if p is not None and p.size(1) == nk and nq <= nk:
-        return p[:, nk - nq:], p
+        return p[:, nk - nq :], p
     if p is not None and p.size(1) == nq:
         return p, torch.arange(nk, device=device)[None]
     if p is not None and p.dim() == 3:
-        raise ConfigError(f"2-D positions cover {p.size(1)} tokens but the attention has "
-                          f"{nq} queries and {nk} keys; give positions for the keys")
+        raise ConfigError(
+            f"2-D positions cover {p.size(1)} tokens but the attention has "
+            f"{nq} queries and {nk} keys; give positions for the keys"
+        )
     pos_k = torch.arange(nk, device=device)[None]
-    pos_q = pos_k[:, nk - nq:] if nq <= nk else torch.arange(nq, device=device)[None]
+    pos_q = pos_k[:, nk - nq :] if nq <= nk else torch.arange(nq, device=device)[None]
     return pos_q, pos_k
 
 
@@ -50,8 +51,9 @@ class RotaryEncoding(PositionalEncoding):
 
     def _angles(self, pos: Tensor, dim: int) -> Tensor:
         """pos (B|1, N) -> angles (B|1, 1, N, dim/2), one per feature pair."""
-        inv_freq = self.base ** (-torch.arange(0, dim, 2, device=pos.device,
-                                               dtype=torch.float32) / dim)
+        inv_freq = self.base ** (
+            -torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32) / dim
+        )
         return (pos.to(torch.float32)[..., None] * inv_freq)[:, None]
 
     def _rotate(self, x: Tensor, pos: Tensor) -> Tensor:
@@ -69,8 +71,10 @@ class RotaryEncoding(PositionalEncoding):
         hd = q.size(-1)
         two_d = ctx.positions is not None and ctx.positions.dim() == 3
         if hd % (4 if two_d else 2):
-            raise ConfigError(f"posenc 'rope' needs a head size divisible by {4 if two_d else 2} "
-                              f"({'2-D' if two_d else '1-D'} positions), got {hd}; "
-                              "change model.d_model or model.heads")
+            raise ConfigError(
+                f"posenc 'rope' needs a head size divisible by {4 if two_d else 2} "
+                f"({'2-D' if two_d else '1-D'} positions), got {hd}; "
+                "change model.d_model or model.heads"
+            )
         pos_q, pos_k = query_key_positions(ctx, q.size(-2), k.size(-2), q.device)
         return self._rotate(q, pos_q), self._rotate(k, pos_k)

@@ -61,22 +61,39 @@ class NodeClassification(Task):
 
     gives_edges = True
 
-    def __init__(self, data_dir: str, dataset: str = "synthetic", dropout: float = 0.5,
-                 normalize: bool = True, self_loops: bool = False, communities: int = 4,
-                 community_size: int = 100, p_in: float = 0.1, p_out: float = 0.01,
-                 signal: float = 0.3, seed: int = 0):
+    def __init__(
+        self,
+        data_dir: str,
+        dataset: str = "synthetic",
+        dropout: float = 0.5,
+        normalize: bool = True,
+        self_loops: bool = False,
+        communities: int = 4,
+        community_size: int = 100,
+        p_in: float = 0.1,
+        p_out: float = 0.01,
+        signal: float = 0.3,
+        seed: int = 0,
+    ):
         super().__init__(data_dir)
         if dataset not in DATASETS:
             raise DataError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
         if not 0.0 <= p_out <= 1.0 or not 0.0 <= p_in <= 1.0:
-            raise ConfigError(f"task.p_in={p_in} / task.p_out={p_out} must be probabilities "
-                              "in [0, 1]")
+            raise ConfigError(
+                f"task.p_in={p_in} / task.p_out={p_out} must be probabilities in [0, 1]"
+            )
         if communities < 2 or community_size < 2:
             raise ConfigError("task.communities and task.community_size must be >= 2")
         self.dataset, self.dropout = dataset, dropout
         self.normalize, self.self_loops = normalize, self_loops
-        self.synthetic = dict(communities=communities, size=community_size, p_in=p_in,
-                              p_out=p_out, signal=signal, seed=seed)
+        self.synthetic = dict(
+            communities=communities,
+            size=community_size,
+            p_in=p_in,
+            p_out=p_out,
+            signal=signal,
+            seed=seed,
+        )
         self.graph: Graph | None = None
 
     def setup(self) -> None:
@@ -98,8 +115,12 @@ class NodeClassification(Task):
 
     def dataloader(self, split: str) -> DataLoader:
         g = self.graph
-        batch = {"x": g.x[None], "label": g.y[None], "mask": g.splits[split][None],
-                 "edges": g.edges}
+        batch = {
+            "x": g.x[None],
+            "label": g.y[None],
+            "mask": g.splits[split][None],
+            "edges": g.edges,
+        }
         return DataLoader([batch], batch_size=None)  # one batch: the whole graph
 
     def build_embedder(self, d_model: int) -> NodeEmbedder:
@@ -115,8 +136,10 @@ class NodeClassification(Task):
     def metrics(self) -> dict:
         from torchmetrics import Accuracy, F1Score
 
-        return {"acc": Accuracy(task="multiclass", num_classes=self.classes),
-                "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro")}
+        return {
+            "acc": Accuracy(task="multiclass", num_classes=self.classes),
+            "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro"),
+        }
 
     def metric_inputs(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         mask = batch["mask"]

@@ -46,8 +46,19 @@ def patch_grid(rows: int, cols: int) -> Tensor:
 class PatchEmbedder(nn.Module):
     """uint8 images (B, C, H, W) -> (patch embeddings (B, N[+1], d), Ctx with 2-D positions)."""
 
-    def __init__(self, channels: int, height: int, width: int, patch: int, d_model: int,
-                 cls: bool, mean: Tensor, std: Tensor, pixel_max: float, shift: int = 0):
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        patch: int,
+        d_model: int,
+        cls: bool,
+        mean: Tensor,
+        std: Tensor,
+        pixel_max: float,
+        shift: int = 0,
+    ):
         super().__init__()
         self.patch, self.pixel_max, self.shift = patch, pixel_max, shift
         self.proj = nn.Linear(channels * patch * patch, d_model)
@@ -68,8 +79,9 @@ class PatchEmbedder(nn.Module):
         dy, dx = torch.randint(0, 2 * s + 1, (2, b, 1), device=img.device)
         rows = dy + torch.arange(h, device=img.device)  # (B, H)
         cols = dx + torch.arange(w, device=img.device)  # (B, W)
-        out = padded[torch.arange(b, device=img.device)[:, None, None], :,
-                     rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        out = padded[
+            torch.arange(b, device=img.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]
+        ]  # (B, H, W, C)
         return out.permute(0, 3, 1, 2)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Ctx]:
@@ -110,9 +122,16 @@ class ImageClassification(ClassificationTask):
 
     grid = True  # patches sit on a 2-D grid: ctx.positions (B, N, 2)
 
-    def __init__(self, data_dir: str, dataset: str = "digits", patch: int | None = None,
-                 pooling: str = "mean", shift: int = 0, batch_size: int = 64,
-                 num_workers: int = 0):
+    def __init__(
+        self,
+        data_dir: str,
+        dataset: str = "digits",
+        patch: int | None = None,
+        pooling: str = "mean",
+        shift: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+    ):
         super().__init__(data_dir)
         if dataset not in DATASETS:
             raise DataError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
@@ -142,8 +161,10 @@ class ImageClassification(ClassificationTask):
         self.shape = tuple(raw["train"][0].shape[1:])  # (C, H, W)
         _, h, w = self.shape
         if h % self.patch or w % self.patch:
-            raise ConfigError(f"task.patch={self.patch} does not divide the {h}x{w} "
-                              f"{self.dataset} images; pick a divisor of {h} and {w}")
+            raise ConfigError(
+                f"task.patch={self.patch} does not divide the {h}x{w} "
+                f"{self.dataset} images; pick a divisor of {h} and {w}"
+            )
         # per-channel normalisation from the training images, in [0, 1] units
         train = raw["train"][0].float() / PIXEL_MAX[self.dataset]
         self.mean, self.std = train.mean((0, 2, 3)), train.std((0, 2, 3)).clamp(min=1e-6)
@@ -151,16 +172,32 @@ class ImageClassification(ClassificationTask):
 
     def dataloader(self, split: str) -> DataLoader:
         ds = self.splits[split]
-        order = (EpochShuffle(len(ds), seed=torch.initial_seed()) if split == "train"
-                 else SequentialSampler(ds))
-        return DataLoader(ds, batch_sampler=BatchSampler(order, self.batch_size, False),
-                          collate_fn=identity_collate, num_workers=self.num_workers)
+        order = (
+            EpochShuffle(len(ds), seed=torch.initial_seed())
+            if split == "train"
+            else SequentialSampler(ds)
+        )
+        return DataLoader(
+            ds,
+            batch_sampler=BatchSampler(order, self.batch_size, False),
+            collate_fn=identity_collate,
+            num_workers=self.num_workers,
+        )
 
     def build_embedder(self, d_model: int) -> PatchEmbedder:
         c, h, w = self.shape
-        return PatchEmbedder(c, h, w, self.patch, d_model, self.pooling == "cls",
-                             self.mean, self.std, PIXEL_MAX[self.dataset], self.shift)
+        return PatchEmbedder(
+            c,
+            h,
+            w,
+            self.patch,
+            d_model,
+            self.pooling == "cls",
+            self.mean,
+            self.std,
+            PIXEL_MAX[self.dataset],
+            self.shift,
+        )
 
     def build_head(self, d_model: int) -> ImageHead:
         return ImageHead(d_model, self.classes, self.pooling)
-

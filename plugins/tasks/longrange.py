@@ -41,6 +41,7 @@ DIGITS = tuple(str(i) for i in range(10))
 
 # ----------------------------------------------------------------------------- adding
 
+
 def sum_bin_edges(bins: int) -> Tensor:
     """Inner edges (bins-1,) splitting s = u1 + u2 (u ~ U(0,1)) into equal-mass bins:
     the inverse CDF of the triangular density on [0, 2]."""
@@ -77,6 +78,7 @@ class PairEmbedder(nn.Module):
 
 # ----------------------------------------------------------------------------- listops
 
+
 def _evaluate(node: list) -> int:
     op, args = node[0], [a if isinstance(a, int) else _evaluate(a) for a in node[1:]]
     if op == "[MAX":
@@ -100,13 +102,15 @@ def _tokens(node: list, out: list[str]) -> list[str]:
     return out
 
 
-def listops_expression(rng: random.Random, max_tokens: int, max_args: int = 5,
-                       max_depth: int = 10) -> tuple[list[str], int]:
+def listops_expression(
+    rng: random.Random, max_tokens: int, max_args: int = 5, max_depth: int = 10
+) -> tuple[list[str], int]:
     """(tokens, value) of one expression of at most ``max_tokens`` (>= 4) tokens.
 
     Start from an operator over digits, then repeatedly replace a random digit (at depth
     <= max_depth) by a new operator over digits, until the token count reaches a target
     drawn from [max_tokens/2, max_tokens]."""
+
     def new(most: int) -> list:  # an operator over 2..most digits
         k = rng.randint(2, max(2, min(max_args, most)))
         return [rng.choice(OPS), *(rng.randrange(10) for _ in range(k))]
@@ -151,6 +155,7 @@ def trim_collate(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 # ----------------------------------------------------------------------------- task
 
+
 class SequenceHead(nn.Module):
     """Mean over real positions, or the last real position, -> class logits."""
 
@@ -162,8 +167,9 @@ class SequenceHead(nn.Module):
     def forward(self, h: Tensor, ctx: Ctx) -> Tensor:
         mask = ctx.key_padding_mask  # (B, N) or None
         if self.pooling == "last":
-            last = (h.new_full(h.shape[:1], h.size(1)) if mask is None
-                    else mask.sum(1)).long() - 1  # (B,)
+            last = (
+                h.new_full(h.shape[:1], h.size(1)) if mask is None else mask.sum(1)
+            ).long() - 1  # (B,)
             pooled = h[torch.arange(h.size(0), device=h.device), last]
         elif mask is None:
             pooled = h.mean(1)
@@ -177,9 +183,18 @@ class SequenceHead(nn.Module):
 class LongRange(ClassificationTask):
     """Synthetic long-range classification: task.dataset=adding or listops, task.length."""
 
-    def __init__(self, data_dir: str, dataset: str = "adding", length: int = 128,
-                 bins: int = 10, train_size: int = 10000, eval_size: int = 1000,
-                 pooling: str = "mean", batch_size: int = 64, num_workers: int = 0):
+    def __init__(
+        self,
+        data_dir: str,
+        dataset: str = "adding",
+        length: int = 128,
+        bins: int = 10,
+        train_size: int = 10000,
+        eval_size: int = 1000,
+        pooling: str = "mean",
+        batch_size: int = 64,
+        num_workers: int = 0,
+    ):
         super().__init__(data_dir)
         if dataset not in DATASETS:
             raise DataError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
@@ -187,8 +202,9 @@ class LongRange(ClassificationTask):
             raise ConfigError(f"task.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
         min_len = 2 if dataset == "adding" else 4
         if length < min_len:
-            raise ConfigError(f"task.length={length} is too short for {dataset}; "
-                              f"use at least {min_len}")
+            raise ConfigError(
+                f"task.length={length} is too short for {dataset}; use at least {min_len}"
+            )
         if dataset == "adding" and bins < 2:
             raise ConfigError(f"task.bins={bins} must be at least 2")
         if min(train_size, eval_size) < 1:
@@ -214,13 +230,15 @@ class LongRange(ClassificationTask):
     def dataloader(self, split: str) -> DataLoader:
         ds, seed = self.splits[split], torch.initial_seed()
         if "lengths" in ds.tensors:  # listops: batch similar lengths to cut padding
-            sampler = BucketBatchSampler(ds.tensors["lengths"], self.batch_size,
-                                         shuffle=split == "train", seed=seed)
+            sampler = BucketBatchSampler(
+                ds.tensors["lengths"], self.batch_size, shuffle=split == "train", seed=seed
+            )
         else:
             order = EpochShuffle(len(ds), seed) if split == "train" else SequentialSampler(ds)
             sampler = BatchSampler(order, self.batch_size, drop_last=False)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=trim_collate,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            ds, batch_sampler=sampler, collate_fn=trim_collate, num_workers=self.num_workers
+        )
 
     def build_embedder(self, d_model: int) -> nn.Module:
         if self.dataset == "adding":
@@ -229,5 +247,3 @@ class LongRange(ClassificationTask):
 
     def build_head(self, d_model: int) -> SequenceHead:
         return SequenceHead(d_model, self.classes, self.pooling)
-
-

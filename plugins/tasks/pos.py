@@ -38,11 +38,16 @@ from attnbench.registry import ConfigError
 from attnbench.task import Task
 
 DATASETS = ("synthetic", "ud_ewt")
-SPLIT_FILES = {"train": "en_ewt-ud-train.conllu", "val": "en_ewt-ud-dev.conllu",
-               "test": "en_ewt-ud-test.conllu"}
-UD_HELP = ("put UD English EWT en_ewt-ud-{train,dev,test}.conllu (or .gz) under "
-           "<data_dir>/pos/ (set ATTNBENCH_DATA or data_dir=...); to fetch them: "
-           "attnbench download ud_ewt --data-dir <data_dir>")
+SPLIT_FILES = {
+    "train": "en_ewt-ud-train.conllu",
+    "val": "en_ewt-ud-dev.conllu",
+    "test": "en_ewt-ud-test.conllu",
+}
+UD_HELP = (
+    "put UD English EWT en_ewt-ud-{train,dev,test}.conllu (or .gz) under "
+    "<data_dir>/pos/ (set ATTNBENCH_DATA or data_dir=...); to fetch them: "
+    "attnbench download ud_ewt --data-dir <data_dir>"
+)
 UNK_ID = 1
 
 # ----------------------------------------------------------------------------- synthetic
@@ -95,8 +100,11 @@ def synthetic_pos(n: int, seed: int) -> list[Sentence]:
 
 # ----------------------------------------------------------------------------- features
 
-_SHAPE_CLASSES = [(re.compile(r"[A-Z]"), "X"), (re.compile(r"[a-z]"), "x"),
-                  (re.compile(r"[0-9]"), "d")]
+_SHAPE_CLASSES = [
+    (re.compile(r"[A-Z]"), "X"),
+    (re.compile(r"[a-z]"), "x"),
+    (re.compile(r"[0-9]"), "d"),
+]
 _REPEAT = re.compile(r"(.)\1+")
 
 
@@ -108,8 +116,10 @@ def word_shape(form: str) -> str:
 
 
 def _ranked_vocab(counts: Counter, min_freq: int, max_size: int | None) -> Vocab:
-    ranked = sorted((t for t, c in counts.items() if c >= min_freq and t not in (PAD, UNK)),
-                    key=lambda t: (-counts[t], t))
+    ranked = sorted(
+        (t for t, c in counts.items() if c >= min_freq and t not in (PAD, UNK)),
+        key=lambda t: (-counts[t], t),
+    )
     return Vocab(ranked[:max_size] if max_size else ranked)
 
 
@@ -117,9 +127,16 @@ def char_table(forms: list[str], chars: Vocab, width: int) -> Tensor:
     """(len(forms), width) char ids, 0-padded; long words keep their first and last
     width/2 characters (prefixes and suffixes carry the part of speech)."""
     half = width // 2
-    rows = [torch.tensor([chars.stoi.get(c, UNK_ID) for c in
-                          (f if len(f) <= width else f[:half] + f[-(width - half):])],
-                         dtype=torch.long) for f in forms]
+    rows = [
+        torch.tensor(
+            [
+                chars.stoi.get(c, UNK_ID)
+                for c in (f if len(f) <= width else f[:half] + f[-(width - half) :])
+            ],
+            dtype=torch.long,
+        )
+        for f in forms
+    ]
     return pad_sequence(rows, batch_first=True, padding_value=0)
 
 
@@ -129,8 +146,9 @@ class Featurizer:
     def __init__(self, lowercase: bool, affixes: int, shape: bool, chars: bool = False):
         self.lowercase, self.affixes, self.shape = lowercase, affixes, shape
         self.chars = chars
-        self.columns = (["word"] + (["shape"] if shape else [])
-                        + [f"suffix{k}" for k in range(1, affixes + 1)])
+        self.columns = (
+            ["word"] + (["shape"] if shape else []) + [f"suffix{k}" for k in range(1, affixes + 1)]
+        )
 
     def strings(self, form: str) -> list[str]:
         word = form.lower() if self.lowercase else form
@@ -139,8 +157,9 @@ class Featurizer:
         return out + [low[-k:] for k in range(1, self.affixes + 1)]
 
 
-def build_payload(raw: dict[str, list[Sentence]], feat: Featurizer, min_freq: int,
-                  max_size: int | None) -> dict:
+def build_payload(
+    raw: dict[str, list[Sentence]], feat: Featurizer, min_freq: int, max_size: int | None
+) -> dict:
     """Vocabularies from train, then every split as packed (tokens, F) feature ids + tags.
     Work is per word type (a few 10k), then one gather over all tokens."""
     type_counts = Counter(w for s, _ in raw["train"] for w in s)
@@ -162,17 +181,24 @@ def build_payload(raw: dict[str, list[Sentence]], feat: Featurizer, min_freq: in
     for split, sentences in raw.items():
         types: dict[str, int] = {}
         ids = torch.tensor([types.setdefault(w, len(types)) for s, _ in sentences for w in s])
-        table = torch.tensor([[v.stoi.get(s, UNK_ID) for v, s in zip(vocabs, feat.strings(w))]
-                              for w in types], dtype=torch.long).view(len(types), -1)
+        table = torch.tensor(
+            [[v.stoi.get(s, UNK_ID) for v, s in zip(vocabs, feat.strings(w))] for w in types],
+            dtype=torch.long,
+        ).view(len(types), -1)
         if feat.chars:  # form ids over all splits: a test word's spelling is input, not label
-            form_ids = torch.tensor([forms.setdefault(w, len(forms)) for w in types],
-                                    dtype=torch.long)
+            form_ids = torch.tensor(
+                [forms.setdefault(w, len(forms)) for w in types], dtype=torch.long
+            )
             table = torch.cat([table, form_ids[:, None]], dim=1)
         tags = torch.tensor([tag_id[t] for _, ts in sentences for t in ts])
         lengths = torch.tensor([len(s) for s, _ in sentences])
         splits[split] = {"feats": table[ids], "tags": tags, "lengths": lengths}  # (T, F)
-    payload = {"columns": feat.columns, "itos": [v.itos for v in vocabs],
-               "word_counts": word_counts, "splits": splits}
+    payload = {
+        "columns": feat.columns,
+        "itos": [v.itos for v in vocabs],
+        "word_counts": word_counts,
+        "splits": splits,
+    }
     if feat.chars:
         payload["chars"] = {"itos": chars.itos, "table": char_table(list(forms), chars, 16)}
     return payload
@@ -204,12 +230,13 @@ class CharCNN(nn.Module):
 class TaggingEmbedder(nn.Module):
     """batch -> (sum of word + form-feature (+ char CNN) embeddings (B, N, d), Ctx); pad 0."""
 
-    def __init__(self, sizes: list[int], d_model: int, drop_p: Tensor,
-                 chars: CharCNN | None = None):
+    def __init__(
+        self, sizes: list[int], d_model: int, drop_p: Tensor, chars: CharCNN | None = None
+    ):
         super().__init__()
         self.embeds = nn.ModuleList(nn.Embedding(n, d_model, padding_idx=0) for n in sizes)
         for e in self.embeds:
-            nn.init.normal_(e.weight, std=d_model ** -0.5)
+            nn.init.normal_(e.weight, std=d_model**-0.5)
         self.scale = math.sqrt(d_model / len(sizes))  # the sum keeps unit variance
         self.register_buffer("drop_p", drop_p, persistent=False)  # (V,) per word id
         self.chars = chars  # reads the form id in the last feature column
@@ -256,17 +283,30 @@ def collate_tagged(items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
 class POS(Task):
     """POS tagging, one UPOS tag per token: task.dataset=synthetic (built in) or ud_ewt."""
 
-    def __init__(self, data_dir: str, dataset: str = "synthetic", batch_size: int = 32,
-                 lowercase: bool = True, min_freq: int = 1, max_size: int | None = None,
-                 affixes: int = 3, shape: bool = True, word_dropout: float = 0.25,
-                 char_dim: int = 0, char_filters: int = 128,
-                 max_len: int = 256, num_workers: int = 0):
+    def __init__(
+        self,
+        data_dir: str,
+        dataset: str = "synthetic",
+        batch_size: int = 32,
+        lowercase: bool = True,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        affixes: int = 3,
+        shape: bool = True,
+        word_dropout: float = 0.25,
+        char_dim: int = 0,
+        char_filters: int = 128,
+        max_len: int = 256,
+        num_workers: int = 0,
+    ):
         super().__init__(data_dir)
         if dataset not in DATASETS:
             raise ConfigError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
         if affixes < 0 or word_dropout < 0 or min_freq < 1 or max_len < 1 or char_dim < 0:
-            raise ConfigError("task.affixes, task.word_dropout and task.char_dim must be >= 0, "
-                              "task.min_freq and task.max_len >= 1")
+            raise ConfigError(
+                "task.affixes, task.word_dropout and task.char_dim must be >= 0, "
+                "task.min_freq and task.max_len >= 1"
+            )
         if char_dim and char_filters < 1:
             raise ConfigError(f"task.char_filters={char_filters} must be >= 1 with task.char_dim")
         self.char_dim, self.char_filters = char_dim, char_filters
@@ -281,8 +321,14 @@ class POS(Task):
 
     def _settings(self) -> dict:
         f = self.featurizer
-        settings = {"dataset": self.dataset, "lowercase": f.lowercase, "affixes": f.affixes,
-                    "shape": f.shape, "min_freq": self.min_freq, "max_size": self.max_size}
+        settings = {
+            "dataset": self.dataset,
+            "lowercase": f.lowercase,
+            "affixes": f.affixes,
+            "shape": f.shape,
+            "min_freq": self.min_freq,
+            "max_size": self.max_size,
+        }
         return {**settings, "chars": True} if f.chars else settings  # old entries stay valid
 
     def _payload(self) -> dict:
@@ -290,13 +336,22 @@ class POS(Task):
             return build_payload(raw, self.featurizer, self.min_freq, self.max_size)
 
         if self.dataset == "synthetic":  # generated in a blink: nothing to cache
-            return build({"train": synthetic_pos(4000, 1), "val": synthetic_pos(500, 2),
-                          "test": synthetic_pos(500, 3)})
+            return build(
+                {
+                    "train": synthetic_pos(4000, 1),
+                    "val": synthetic_pos(500, 2),
+                    "test": synthetic_pos(500, 3),
+                }
+            )
         folder = Path(self.data_dir) / "pos"
         paths = {s: find_file(folder, stem, UD_HELP) for s, stem in SPLIT_FILES.items()}
         payload, self.cache_path, self.from_cache = cached(
-            "pos", list(paths.values()), self._settings(),
-            lambda: build({s: read_conllu(p) for s, p in paths.items()}), self.data_dir)
+            "pos",
+            list(paths.values()),
+            self._settings(),
+            lambda: build({s: read_conllu(p) for s, p in paths.items()}),
+            self.data_dir,
+        )
         return payload
 
     def setup(self) -> None:
@@ -317,28 +372,35 @@ class POS(Task):
             self.splits[split] = SequenceDataset(seqs, tags)
 
     def dataloader(self, split: str) -> DataLoader:
-        return bucketed_loader(self.splits[split], self.batch_size, split == "train",
-                               collate_tagged, self.num_workers)
+        return bucketed_loader(
+            self.splits[split], self.batch_size, split == "train", collate_tagged, self.num_workers
+        )
 
     def build_embedder(self, d_model: int) -> TaggingEmbedder:
         chars = None
         if self.chars is not None:
-            chars = CharCNN(self.chars["table"], len(self.chars["itos"]), self.char_dim,
-                            self.char_filters, d_model)
+            chars = CharCNN(
+                self.chars["table"],
+                len(self.chars["itos"]),
+                self.char_dim,
+                self.char_filters,
+                d_model,
+            )
         return TaggingEmbedder(self.sizes, d_model, self.drop_p, chars)
 
     def build_head(self, d_model: int) -> TokenClassifier:
         return TokenClassifier(d_model, self.classes)
 
     def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(logits.flatten(0, 1), batch["label"].flatten(),
-                               ignore_index=-100)
+        return F.cross_entropy(logits.flatten(0, 1), batch["label"].flatten(), ignore_index=-100)
 
     def metrics(self) -> dict:
         from torchmetrics import Accuracy, F1Score
 
-        return {"acc": Accuracy(task="multiclass", num_classes=self.classes),
-                "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro")}
+        return {
+            "acc": Accuracy(task="multiclass", num_classes=self.classes),
+            "f1": F1Score(task="multiclass", num_classes=self.classes, average="macro"),
+        }
 
     def metric_inputs(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         real = batch["label"] != -100  # (B, N): padding is not scored

@@ -25,10 +25,12 @@ from attnbench.task import ClassificationTask
 
 DATASETS = ("synthetic", "sst2")
 SPLIT_FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
-SST2_HELP = ("put SST-2 (GLUE) TSV files train.tsv, dev.tsv, test.tsv (or .gz) with a "
-             "'sentence<TAB>label' header (test may be GLUE's unlabeled 'index<TAB>sentence') "
-             "under <data_dir>/sentiment/ (set ATTNBENCH_DATA or data_dir=...); to fetch them: "
-             "attnbench download sst2 --data-dir <data_dir>")
+SST2_HELP = (
+    "put SST-2 (GLUE) TSV files train.tsv, dev.tsv, test.tsv (or .gz) with a "
+    "'sentence<TAB>label' header (test may be GLUE's unlabeled 'index<TAB>sentence') "
+    "under <data_dir>/sentiment/ (set ATTNBENCH_DATA or data_dir=...); to fetch them: "
+    "attnbench download sst2 --data-dir <data_dir>"
+)
 NO_LABEL = -1
 
 _POS = "good great excellent wonderful brilliant charming moving superb".split()
@@ -77,11 +79,16 @@ def read_sst2(path: Path, split: str) -> Rows:
     with open_text(path) as f:
         header = f.readline().rstrip("\n").split("\t")
     if not header or header == [""]:
-        raise DataError(f"{path}: is empty; expected a 'sentence<TAB>label' header line "
-                        "and one example per line")
+        raise DataError(
+            f"{path}: is empty; expected a 'sentence<TAB>label' header line "
+            "and one example per line"
+        )
     labeled = "label" in header or split != "test"  # train/dev must have labels
-    columns = ("sentence", "label") if labeled else (
-        ("sentence", "index") if "index" in header else ("sentence",))
+    columns = (
+        ("sentence", "label")
+        if labeled
+        else (("sentence", "index") if "index" in header else ("sentence",))
+    )
     rows: Rows = []
     for lineno, row in read_tsv(path, columns):
         if labeled and row["label"] not in ("0", "1"):
@@ -95,21 +102,26 @@ def read_sst2(path: Path, split: str) -> Rows:
     return rows
 
 
-def build_payload(raw: dict[str, Rows], lowercase: bool, min_freq: int,
-                  max_size: int | None) -> dict:
+def build_payload(
+    raw: dict[str, Rows], lowercase: bool, min_freq: int, max_size: int | None
+) -> dict:
     """Vocabulary from train, every split as packed token ids + labels + GLUE index."""
 
     def tokens(s: str) -> list[str]:
         return (s.lower() if lowercase else s).split() or ["<unk>"]
 
-    vocab = Vocab.build((tokens(s) for s, _, _ in raw["train"]), min_freq=min_freq,
-                        max_size=max_size)
+    vocab = Vocab.build(
+        (tokens(s) for s, _, _ in raw["train"]), min_freq=min_freq, max_size=max_size
+    )
     splits = {}
     for split, rows in raw.items():
         ids, lengths = pack([vocab.encode(tokens(s)) for s, _, _ in rows])
-        splits[split] = {"ids": ids, "lengths": lengths,
-                         "labels": torch.tensor([y for _, y, _ in rows]),
-                         "index": torch.tensor([i for _, _, i in rows])}
+        splits[split] = {
+            "ids": ids,
+            "lengths": lengths,
+            "labels": torch.tensor([y for _, y, _ in rows]),
+            "index": torch.tensor([i for _, _, i in rows]),
+        }
     return {"itos": vocab.itos, "splits": splits}
 
 
@@ -117,9 +129,17 @@ def build_payload(raw: dict[str, Rows], lowercase: bool, min_freq: int,
 class Sentiment(ClassificationTask):
     """Binary sentence sentiment: task.dataset=synthetic (built in) or sst2 (from data_dir)."""
 
-    def __init__(self, data_dir: str, dataset: str = "synthetic", batch_size: int = 64,
-                 lowercase: bool = True, min_freq: int = 1, max_size: int | None = None,
-                 max_len: int = 128, num_workers: int = 0):
+    def __init__(
+        self,
+        data_dir: str,
+        dataset: str = "synthetic",
+        batch_size: int = 64,
+        lowercase: bool = True,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        max_len: int = 128,
+        num_workers: int = 0,
+    ):
         super().__init__(data_dir)
         if dataset not in DATASETS:
             raise ConfigError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
@@ -139,16 +159,27 @@ class Sentiment(ClassificationTask):
             return build_payload(raw, self.lowercase, self.min_freq, self.max_size)
 
         if self.dataset == "synthetic":  # generated in a blink: nothing to cache
-            return build({split: [(s, y, i) for i, (s, y) in enumerate(
-                synthetic_sentiment(n, seed))] for split, n, seed in
-                (("train", 5000, 1), ("val", 1000, 2), ("test", 1000, 3))})
+            return build(
+                {
+                    split: [(s, y, i) for i, (s, y) in enumerate(synthetic_sentiment(n, seed))]
+                    for split, n, seed in (("train", 5000, 1), ("val", 1000, 2), ("test", 1000, 3))
+                }
+            )
         folder = Path(self.data_dir) / "sentiment"
         paths = {s: find_file(folder, stem, SST2_HELP) for s, stem in SPLIT_FILES.items()}
-        settings = {"dataset": self.dataset, "lowercase": self.lowercase,
-                    "min_freq": self.min_freq, "max_size": self.max_size}
+        settings = {
+            "dataset": self.dataset,
+            "lowercase": self.lowercase,
+            "min_freq": self.min_freq,
+            "max_size": self.max_size,
+        }
         payload, self.cache_path, self.from_cache = cached(
-            "sentiment", list(paths.values()), settings,
-            lambda: build({s: read_sst2(p, s) for s, p in paths.items()}), self.data_dir)
+            "sentiment",
+            list(paths.values()),
+            settings,
+            lambda: build({s: read_sst2(p, s) for s, p in paths.items()}),
+            self.data_dir,
+        )
         return payload
 
     def setup(self) -> None:
@@ -164,8 +195,9 @@ class Sentiment(ClassificationTask):
                 self.unlabeled_splits = (*self.unlabeled_splits, split)
 
     def dataloader(self, split: str) -> DataLoader:
-        return bucketed_loader(self.splits[split], self.batch_size, split == "train",
-                               collate_padded, self.num_workers)
+        return bucketed_loader(
+            self.splits[split], self.batch_size, split == "train", collate_padded, self.num_workers
+        )
 
     def build_embedder(self, d_model: int) -> TokenEmbedder:
         return TokenEmbedder(len(self.vocab), d_model)
@@ -179,12 +211,12 @@ class Sentiment(ClassificationTask):
         preds = torch.cat([o.argmax(-1) for o in outputs]).tolist()
         index = self.index[split].tolist()
         if len(preds) < len(index):  # e.g. fast_dev_run predicts one batch only
-            warnings.warn(f"{split}: predictions for {len(preds)} of {len(index)} examples",
-                          stacklevel=2)
+            warnings.warn(
+                f"{split}: predictions for {len(preds)} of {len(index)} examples", stacklevel=2
+            )
         path = Path(out_dir) / f"predictions_{split}.tsv"
         tmp = path.with_suffix(".tsv.tmp")
-        tmp.write_text("index\tprediction\n"
-                       + "".join(f"{i}\t{p}\n" for i, p in zip(index, preds)))
+        tmp.write_text("index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in zip(index, preds)))
         tmp.replace(path)
         return path
 

@@ -41,16 +41,19 @@ from attnbench.task import Task
 
 DATASETS = ("synthetic", "multi30k")
 SPLIT_STEMS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
-MULTI30K_HELP = ("put Multi30k's {train,val,test_2016_flickr}.{de,en}.gz (one sentence per "
-                 "line) under <data_dir>/translation/ (set ATTNBENCH_DATA or data_dir=...); "
-                 "they are data/task1/raw in https://github.com/multi30k/dataset")
+MULTI30K_HELP = (
+    "put Multi30k's {train,val,test_2016_flickr}.{de,en}.gz (one sentence per "
+    "line) under <data_dir>/translation/ (set ATTNBENCH_DATA or data_dir=...); "
+    "they are data/task1/raw in https://github.com/multi30k/dataset"
+)
 PAD, BOS_ID, EOS_ID = 0, 2, 3  # Vocab puts <pad>, <unk> first; BOS and EOS follow
 
 _SYMBOLS = "abcdefghijklmnop"
 
 
-def synthetic_pairs(n: int, seed: int, min_len: int = 3, max_len: int = 10
-                    ) -> tuple[list[str], list[str]]:
+def synthetic_pairs(
+    n: int, seed: int, min_len: int = 3, max_len: int = 10
+) -> tuple[list[str], list[str]]:
     """Source: random words 'a'..'p'; target: the words in reverse order, each translated
     through a fixed dictionary (a -> AA, ...). Needs the whole source before the first word."""
     rng = random.Random(seed)
@@ -66,12 +69,15 @@ def synthetic_pairs(n: int, seed: int, min_len: int = 3, max_len: int = 10
 Raw = dict[str, tuple[list[str], list[str]]]
 
 
-def build_payload(raw: Raw, lowercase: bool, shared: bool, min_freq: int,
-                  max_size: int | None) -> dict:
+def build_payload(
+    raw: Raw, lowercase: bool, shared: bool, min_freq: int, max_size: int | None
+) -> dict:
     """Vocabularies from train (one for both sides when shared), every split as packed ids
     (target wrapped in <s> ... </s>) plus its raw reference lines for BLEU."""
-    tok = {s: ([tokenize(x, lowercase) for x in src], [tokenize(y, lowercase) for y in tgt])
-           for s, (src, tgt) in raw.items()}
+    tok = {
+        s: ([tokenize(x, lowercase) for x in src], [tokenize(y, lowercase) for y in tgt])
+        for s, (src, tgt) in raw.items()
+    }
     train_src, train_tgt = tok["train"]
 
     def vocab(sentences: list[list[str]]) -> Vocab:
@@ -85,8 +91,13 @@ def build_payload(raw: Raw, lowercase: bool, shared: bool, min_freq: int,
     for split, (src, tgt) in tok.items():
         src_ids, src_len = pack([src_vocab.encode(s) for s in src])
         tgt_ids, tgt_len = pack([torch.cat([bos, tgt_vocab.encode(t), eos]) for t in tgt])
-        splits[split] = {"src": src_ids, "src_len": src_len, "tgt": tgt_ids,
-                         "tgt_len": tgt_len, "refs": raw[split][1]}
+        splits[split] = {
+            "src": src_ids,
+            "src_len": src_len,
+            "tgt": tgt_ids,
+            "tgt_len": tgt_len,
+            "refs": raw[split][1],
+        }
     return {"src_itos": src_vocab.itos, "tgt_itos": tgt_vocab.itos, "splits": splits}
 
 
@@ -137,8 +148,9 @@ def _exact_match_metric(lowercase: bool):
 
         def update(self, preds: list[str], target: list[list[str]] | list[str]) -> None:
             refs = [t if isinstance(t, str) else t[0] for t in target]
-            same = sum(tokenize(p, lowercase) == tokenize(r, lowercase)
-                       for p, r in zip(preds, refs))
+            same = sum(
+                tokenize(p, lowercase) == tokenize(r, lowercase) for p, r in zip(preds, refs)
+            )
             self.correct += same
             self.total += len(preds)
 
@@ -172,24 +184,40 @@ class Translation(Task):
     seq2seq = True
     prediction_splits = ("test",)
 
-    def __init__(self, data_dir: str, dataset: str = "synthetic", source: str = "de",
-                 target: str = "en", shared_vocab: bool = False, tie_embeddings: bool = True,
-                 lowercase: bool = True, min_freq: int = 2, max_size: int | None = None,
-                 max_len: int = 64, batch_size: int = 64, beam_size: int = 1,
-                 val_beam_size: int = 1, length_penalty: float = 0.6,
-                 label_smoothing: float = 0.1, num_workers: int = 0):
+    def __init__(
+        self,
+        data_dir: str,
+        dataset: str = "synthetic",
+        source: str = "de",
+        target: str = "en",
+        shared_vocab: bool = False,
+        tie_embeddings: bool = True,
+        lowercase: bool = True,
+        min_freq: int = 2,
+        max_size: int | None = None,
+        max_len: int = 64,
+        batch_size: int = 64,
+        beam_size: int = 1,
+        val_beam_size: int = 1,
+        length_penalty: float = 0.6,
+        label_smoothing: float = 0.1,
+        num_workers: int = 0,
+    ):
         super().__init__(data_dir)
         if dataset not in DATASETS:
             raise ConfigError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
         if source == target:
-            raise ConfigError(f"task.source and task.target are both {source!r}; "
-                              "translate between two languages (e.g. de -> en)")
+            raise ConfigError(
+                f"task.source and task.target are both {source!r}; "
+                "translate between two languages (e.g. de -> en)"
+            )
         if min(min_freq, max_len, batch_size, beam_size, val_beam_size) < 1:
-            raise ConfigError("task.min_freq, task.max_len, task.batch_size, task.beam_size and "
-                              "task.val_beam_size must be >= 1")
+            raise ConfigError(
+                "task.min_freq, task.max_len, task.batch_size, task.beam_size and "
+                "task.val_beam_size must be >= 1"
+            )
         if not 0.0 <= label_smoothing < 1.0 or length_penalty < 0:
-            raise ConfigError("task.label_smoothing must be in [0, 1) and task.length_penalty "
-                              ">= 0")
+            raise ConfigError("task.label_smoothing must be in [0, 1) and task.length_penalty >= 0")
         self.dataset, self.source, self.target = dataset, source, target
         self.shared_vocab, self.tie_embeddings = shared_vocab, tie_embeddings
         self.lowercase, self.min_freq, self.max_size = lowercase, min_freq, max_size
@@ -205,24 +233,42 @@ class Translation(Task):
     # ------------------------------------------------------------------ data
     def _payload(self) -> dict:
         def build(raw: Raw) -> dict:
-            return build_payload(raw, self.lowercase, self.shared_vocab, self.min_freq,
-                                 self.max_size)
+            return build_payload(
+                raw, self.lowercase, self.shared_vocab, self.min_freq, self.max_size
+            )
 
         if self.dataset == "synthetic":  # generated in a blink: nothing to cache
-            return build({split: synthetic_pairs(n, seed) for split, n, seed in
-                          (("train", 10000, 1), ("val", 500, 2), ("test", 500, 3))})
+            return build(
+                {
+                    split: synthetic_pairs(n, seed)
+                    for split, n, seed in (("train", 10000, 1), ("val", 500, 2), ("test", 500, 3))
+                }
+            )
         folder = Path(self.data_dir) / "translation"
-        paths = {split: (find_file(folder, f"{stem}.{self.source}", MULTI30K_HELP),
-                         find_file(folder, f"{stem}.{self.target}", MULTI30K_HELP))
-                 for split, stem in SPLIT_STEMS.items()}
-        settings = {"dataset": self.dataset, "source": self.source, "target": self.target,
-                    "lowercase": self.lowercase, "shared_vocab": self.shared_vocab,
-                    "min_freq": self.min_freq, "max_size": self.max_size}
+        paths = {
+            split: (
+                find_file(folder, f"{stem}.{self.source}", MULTI30K_HELP),
+                find_file(folder, f"{stem}.{self.target}", MULTI30K_HELP),
+            )
+            for split, stem in SPLIT_STEMS.items()
+        }
+        settings = {
+            "dataset": self.dataset,
+            "source": self.source,
+            "target": self.target,
+            "lowercase": self.lowercase,
+            "shared_vocab": self.shared_vocab,
+            "min_freq": self.min_freq,
+            "max_size": self.max_size,
+        }
         sources = [p for pair in paths.values() for p in pair]
         payload, self.cache_path, self.from_cache = cached(
-            "translation", sources, settings,
+            "translation",
+            sources,
+            settings,
             lambda: build({s: read_parallel(*pair) for s, pair in paths.items()}),
-            self.data_dir)
+            self.data_dir,
+        )
         return payload
 
     def setup(self) -> None:
@@ -234,18 +280,26 @@ class Translation(Task):
         for split, d in payload["splits"].items():
             src = [s[: self.max_len] for s in unpack(d["src"], d["src_len"])]
             # a cut target keeps its </s>, so the model still learns to stop
-            tgt = [t if len(t) <= keep else torch.cat([t[: keep - 1], t[-1:]])
-                   for t in unpack(d["tgt"], d["tgt_len"])]
+            tgt = [
+                t if len(t) <= keep else torch.cat([t[: keep - 1], t[-1:]])
+                for t in unpack(d["tgt"], d["tgt_len"])
+            ]
             self.splits[split] = ParallelDataset(src, tgt, d["refs"])
 
     def dataloader(self, split: str) -> DataLoader:
-        return bucketed_loader(self.splits[split], self.batch_size, split == "train",
-                               collate_parallel, self.num_workers)
+        return bucketed_loader(
+            self.splits[split],
+            self.batch_size,
+            split == "train",
+            collate_parallel,
+            self.num_workers,
+        )
 
     # ------------------------------------------------------------------ model pieces
     def build_embedder(self, d_model: int) -> Seq2SeqEmbedder:
-        self._embedder = Seq2SeqEmbedder(len(self.src_itos), len(self.tgt_itos), d_model,
-                                         self.shared_vocab)
+        self._embedder = Seq2SeqEmbedder(
+            len(self.src_itos), len(self.tgt_itos), d_model, self.shared_vocab
+        )
         return self._embedder
 
     def build_head(self, d_model: int) -> OutputProjection:
@@ -258,9 +312,11 @@ class Translation(Task):
         """Teacher-forced logits (B, T, V); when not training also the generated ids (B, L)."""
         backbone = model.backbone
         if not (hasattr(backbone, "encode") and hasattr(backbone, "decode")):
-            raise ConfigError(f"model={getattr(backbone, 'plugin_name', '?')} has no "
-                              "encoder-decoder, which task=translation needs; use "
-                              "model=transformer or model=rnn")
+            raise ConfigError(
+                f"model={getattr(backbone, 'plugin_name', '?')} has no "
+                "encoder-decoder, which task=translation needs; use "
+                "model=transformer or model=rnn"
+            )
         x, src_ctx = model.embedder.source(batch["src"])
         memory = backbone.encode(x, src_ctx)  # (B, S, d)
         y = model.embedder.target(batch["tgt"][:, :-1])  # <s> w1 ... wn: predict w1 ... </s>
@@ -273,8 +329,9 @@ class Translation(Task):
             out["generated"] = self.generate(model, memory, src_ctx, beam)
         return out
 
-    def generate(self, model: nn.Module, memory: Tensor, src_ctx: Ctx,
-                 beam_size: int | None = None) -> Tensor:
+    def generate(
+        self, model: nn.Module, memory: Tensor, src_ctx: Ctx, beam_size: int | None = None
+    ) -> Tensor:
         """Token ids (B, L) after <s>: greedy (beam 1) or beam search, incremental."""
         B, S = memory.shape[:2]
         K = beam_size or self.beam_size
@@ -286,8 +343,9 @@ class Translation(Task):
         ctx = src_ctx.replace(key_padding_mask=mask)
 
         def step(tokens: Tensor, cache: Any) -> tuple[Tensor, Any]:
-            h, cache = model.backbone.decode(model.embedder.target(tokens[:, None]), memory,
-                                             ctx, cache)
+            h, cache = model.backbone.decode(
+                model.embedder.target(tokens[:, None]), memory, ctx, cache
+            )
             return model.head(h, Ctx())[:, -1].float().log_softmax(-1), cache
 
         kw = dict(bos=BOS_ID, eos=EOS_ID, pad=PAD, max_len=max_len, device=memory.device)
@@ -298,8 +356,12 @@ class Translation(Task):
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
         logits = outputs["logits"]  # (B, T, V)
         labels = batch["tgt"][:, 1:]  # (B, T)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                               ignore_index=PAD, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            labels.reshape(-1),
+            ignore_index=PAD,
+            label_smoothing=self.label_smoothing,
+        )
 
     # ------------------------------------------------------------------ metrics
     def metrics(self) -> dict:
@@ -313,17 +375,19 @@ class Translation(Task):
             lines.append(detokenize([self.tgt_itos[i] for i in row if i not in (PAD, BOS_ID)]))
         return lines
 
-    def metric_inputs(self, outputs: dict[str, Tensor], batch: dict[str, Any]
-                      ) -> tuple[list[str], list[list[str]]]:
+    def metric_inputs(
+        self, outputs: dict[str, Tensor], batch: dict[str, Any]
+    ) -> tuple[list[str], list[list[str]]]:
         return self.decode_text(outputs["generated"]), [[r] for r in batch["refs"]]
 
-    def save_predictions(self, split: str, outputs: list[dict[str, Tensor]],
-                         out_dir: Path) -> Path:
+    def save_predictions(self, split: str, outputs: list[dict[str, Tensor]], out_dir: Path) -> Path:
         """One translation per line, in the order of the split's source file."""
         lines = [line for o in outputs for line in self.decode_text(o["generated"])]
         if len(lines) < len(self.splits[split]):  # e.g. fast_dev_run predicts one batch
-            warnings.warn(f"{split}: translations for {len(lines)} of "
-                          f"{len(self.splits[split])} sentences", stacklevel=2)
+            warnings.warn(
+                f"{split}: translations for {len(lines)} of {len(self.splits[split])} sentences",
+                stacklevel=2,
+            )
         path = Path(out_dir) / f"translations_{split}.txt"
         tmp = path.with_suffix(".txt.tmp")
         tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")

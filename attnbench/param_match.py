@@ -27,8 +27,7 @@ def _count(modules: list[nn.Module]) -> int:
 
 def count_params(plugins: Plugins, task) -> int:
     """Total parameters of the model the harness would build for these plugins and task."""
-    from attnbench.train import build_backbone  # the harness's own builder; Lightning is
-    # already imported wherever a run happens.
+    from attnbench.builders import build_backbone
 
     def build() -> int:
         backbone = build_backbone(plugins, task)

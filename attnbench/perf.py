@@ -63,9 +63,10 @@ def throughput(overrides: list[str], epochs: int, threads: int | None) -> dict[s
     from omegaconf import OmegaConf
 
     from attnbench import registry
+    from attnbench.builders import build_backbone, selected
     from attnbench.config import compose
     from attnbench.lit import LitModel
-    from attnbench.train import build_backbone, run, selected
+    from attnbench.train import run
 
     if threads:
         torch.set_num_threads(threads)

@@ -31,6 +31,9 @@ class Task:
     # Output is a sequence the model generates (translation): backbones build an
     # encoder-decoder, and attention must serve causal and cross-attention.
     seq2seq = False
+    # Batches may carry a key padding mask (variable lengths). True unless a task states
+    # otherwise: plugins that cannot honour padding are refused for it (fail closed).
+    pads = True
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir

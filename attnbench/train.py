@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from attnbench import registry
-from attnbench.config import plugin_params
+from attnbench.builders import build_backbone, selected
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
 
 # Lightning's advertising tip and a torch-version deprecation inside Lightning are noise in
@@ -34,41 +34,6 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 VERSIONED = ("attnbench", "torch", "pytorch-lightning", "hydra-core", "torchmetrics", "wandb")
-
-
-def selected(cfg: DictConfig) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Every plugin the config selects, checked against its signature (before training)."""
-    return {kind: plugin_params(kind, cfg[kind]) for kind in registry.KINDS}
-
-
-def build_backbone(plugins: dict[str, tuple[str, dict[str, Any]]], task) -> torch.nn.Module:
-    """Build the model, handing it the attention / posenc factories it asks for."""
-    model_name, model_params = plugins["model"]
-    model_plugin = registry.get("model", model_name)
-    if hasattr(model_plugin.cls, "check_task"):  # a backbone may refuse a task it can't serve
-        model_plugin.cls.check_task(task)
-    if task.seq2seq and not hasattr(model_plugin.cls, "decode"):
-        raise registry.ConfigError(
-            f"model={model_name} has no encoder-decoder, which this sequence-to-sequence task "
-            f"needs; models that have one: "
-            f"{', '.join(p.name for p in registry.plugins('model') if hasattr(p.cls, 'decode'))}"
-        )
-    wants = {p.name for p in model_plugin.params}
-    extra: dict[str, Any] = {"task": task} if "task" in wants else {}
-    if "posenc" in wants:
-        name, params = plugins["posenc"]
-        extra["posenc"] = registry.factory("posenc", name, **params)
-    if "attention" in wants:
-        name, params = plugins["attention"]
-        relative = "posenc" in wants and registry.get("posenc", plugins["posenc"][0]).cls.relative
-        registry.get("attention", name).cls.check_use(
-            graph=task.gives_edges,
-            relative_posenc=relative,
-            causal=task.seq2seq,
-            cross=task.seq2seq,
-        )
-        extra["attention"] = registry.factory("attention", name, **params)
-    return registry.build("model", model_name, **model_params, **extra)
 
 
 def peak_memory_mb(device: torch.device) -> float:

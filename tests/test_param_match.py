@@ -17,7 +17,7 @@ MATCH_TASKS = [t for t in ("sentiment", "pos") if t in registry.available("task"
 @pytest.fixture(scope="module")
 def setups(tmp_path_factory):
     """task name -> (the preset's selected plugins, the set-up task), built once."""
-    from attnbench.train import selected
+    from attnbench.builders import selected
 
     out, found = tmp_path_factory.mktemp("match"), {}
     for name in MATCH_TASKS:
@@ -32,8 +32,8 @@ def setups(tmp_path_factory):
 
 def lit_model_params(plugins, task) -> int:
     """The count summary.json reports: the LitModel built exactly as attnbench.train does."""
+    from attnbench.builders import build_backbone
     from attnbench.lit import LitModel
-    from attnbench.train import build_backbone
 
     optim = {"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "scheduler": "none"}
     model = LitModel(task, build_backbone(plugins, task), optim)
@@ -106,7 +106,7 @@ def test_unknown_reference_parameter_is_rejected(setups):
 def test_every_compare_preset_matches_its_backbones(tmp_path, preset, task_name):
     """Each per-task comparison preset composes, and every backbone lands within 10% of the
     transformer run of the same sweep (which is built as the reference)."""
-    from attnbench.train import selected
+    from attnbench.builders import selected
 
     counts = {}
     for model in ("transformer", *BACKBONES):

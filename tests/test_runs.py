@@ -158,7 +158,7 @@ PRESETS = sorted(
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_experiment_preset_selects_valid_plugin_parameters(preset, tmp_path):
     """A typo in a preset (a parameter the plugin does not take) fails here, not in a sweep."""
-    from attnbench.train import selected
+    from attnbench.builders import selected
 
     cfg = compose([f"experiment={preset}"], tmp_path)
     plugins = selected(cfg)

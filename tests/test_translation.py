@@ -28,8 +28,8 @@ def build(
     **model_params,
 ):
     """(task, LitModel) as the harness builds them, tiny and in eval mode."""
+    from attnbench.builders import build_backbone
     from attnbench.lit import LitModel
-    from attnbench.train import build_backbone
 
     torch.manual_seed(0)
     task = registry.build("task", "translation", data_dir=".", **(task_params or {}))

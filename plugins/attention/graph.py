@@ -15,7 +15,9 @@ from attnbench.registry import ConfigError
 class GraphAttention(ProjectedAttention):
     """Dot-product attention along graph edges only; O(E) gather / segment softmax."""
 
-    supports_cross = False
+    supports_causal = True
+    supports_padding = True
+    supports_relative_posenc = True
     needs_graph = True
 
     def __init__(

@@ -26,7 +26,10 @@ def feature_map(x: Tensor) -> Tensor:
 class LinearAttention(Attention):
     """Kernelised linear attention, φ = elu + 1; no score biases (use absolute posenc)."""
 
-    supports_relative_posenc = False  # neither score biases nor RoPE fit its normaliser
+    # neither score biases nor RoPE fit its normaliser: no supports_relative_posenc
+    supports_causal = True  # prefix sums
+    supports_cross = True
+    supports_padding = True  # padded keys get a zero feature vector
 
     def __init__(self, d_model: int, heads: int, bias: bool = True):
         super().__init__(d_model, heads)
@@ -45,8 +48,6 @@ class LinearAttention(Attention):
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         ctx = ctx or Ctx()
-        if ctx.posenc is not None:
-            self.check_use(relative_posenc=True)  # raises the harness's one-line error
         q = feature_map(split_heads(self.q_proj(query), self.heads))  # (B, h, Nq, hd)
         k = feature_map(split_heads(self.k_proj(key), self.heads))  # (B, h, Nk, hd)
         v = split_heads(self.v_proj(value), self.heads)  # (B, h, Nk, hd)

@@ -12,12 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from attnbench import register
-from attnbench.nn.attention import Attention, decoding_kv, merge_heads, split_heads
+from attnbench.nn.additive import AdditiveScore
+from attnbench.nn.attention import Attention, decoding_kv, merge_heads, rotate, sdpa, split_heads
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
-
-from .additive import AdditiveScore
-from .dot import sdpa
 
 SCORES = ("dot", "additive")
 
@@ -30,6 +28,10 @@ class MultiHeadAttention(Attention):
     automatic) only matter for score=additive.
     """
 
+    supports_causal = True
+    supports_cross = True
+    supports_padding = True
+    supports_relative_posenc = True
     supports_kv_cache = True
 
     def __init__(
@@ -77,8 +79,7 @@ class MultiHeadAttention(Attention):
                 split_heads(self.v_proj(value), self.heads),
             ),
         )
-        if ctx.posenc is not None:
-            q, k = ctx.posenc.rotate(q, k, ctx)
+        q, k = rotate(q, k, ctx)
         p = self.dropout if self.training else 0.0
         if self.score_name == "dot":
             y, weights = sdpa(q, k, v, ctx, need_weights=need_weights, dropout_p=p)

@@ -16,7 +16,10 @@ from attnbench.registry import ConfigError
 class TruncatedAttention(ProjectedAttention):
     """Local attention within |i-j| <= window (2-D window on grids); O(N·w), blocked SDPA."""
 
-    supports_cross = False
+    supports_causal = True
+    supports_padding = True
+    supports_relative_posenc = True
+    order_aware = True  # the window is over token order
 
     def __init__(
         self, d_model: int, heads: int, window: int = 8, dropout: float = 0.0, bias: bool = True

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbench import register
+from attnbench.nn.backbone import Backbone
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -51,8 +52,11 @@ class ConvBlock(nn.Module):
 
 
 @register("model", "cnn")
-class CNN(nn.Module):
+class CNN(Backbone):
     """Stacked convolutions, layer i dilated by dilation**i; 2-D over a task's patch grid."""
+
+    supports_grid = True  # 2-D convolutions over the patch grid
+    supports_padding = True  # pads are zeroed before every convolution
 
     def __init__(
         self,
@@ -85,14 +89,6 @@ class CNN(nn.Module):
         """Tokens (grid: patches per axis) one output sees: 1 + sum_i (k - 1) * dilation**i.
         The harness may record it: getattr(backbone, "receptive_field", None)."""
         return 1 + sum((self.kernel_size - 1) * self.dilation**i for i in range(self.layers))
-
-    @classmethod
-    def check_task(cls, task) -> None:
-        if task.gives_edges:
-            raise ConfigError(
-                "model=cnn convolves over token order, which a graph task does "
-                "not have; use model=transformer (attention=graph) or model=mlp"
-            )
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         """(B, N, d) -> (B, N, d)"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from attnbench import register
+from attnbench.nn.backbone import Backbone
 from attnbench.nn.blocks import FeedForward
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
@@ -23,8 +24,12 @@ class ResidualFF(nn.Module):
 
 
 @register("model", "mlp")
-class MLP(nn.Module):
+class MLP(Backbone):
     """Residual feed-forward layers applied to each token alone; runs on any task."""
+
+    supports_graph = True  # tokens never mix: order is irrelevant
+    supports_grid = True
+    supports_padding = True
 
     def __init__(self, d_model: int = 128, layers: int = 2, ff_mult: int = 4, dropout: float = 0.1):
         super().__init__()

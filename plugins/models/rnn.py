@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnbench import register
+from attnbench.nn.backbone import Backbone
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -25,9 +26,13 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
 @register("model", "rnn")
-class RNN(nn.Module):
+class RNN(Backbone):
     """LSTM/GRU, uni- or bidirectional, hidden = d_model per direction, projected to d_model;
     an encoder-decoder on seq2seq tasks (use_attention, heads: its decoder's attention)."""
+
+    supports_grid = True  # patches read in raster order
+    supports_padding = True  # pads are packed away
+    supports_seq2seq = True
 
     def __init__(
         self,
@@ -80,14 +85,6 @@ class RNN(nn.Module):
             self.attn = attention(d_model=d, heads=heads)
             self.combine = nn.Linear(2 * d, d)  # Luong's attentional hidden state
         self.decoder_norm = nn.LayerNorm(d)
-
-    @classmethod
-    def check_task(cls, task) -> None:
-        if task.gives_edges:
-            raise ConfigError(
-                "model=rnn reads tokens in order, which a graph task does not "
-                "have; use model=transformer (attention=graph) or model=mlp"
-            )
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         """(B, N, d) -> (B, N, d); pads are packed away, so they never reach a real token."""

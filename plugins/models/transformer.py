@@ -14,15 +14,21 @@ import torch
 from torch import Tensor, nn
 
 from attnbench import register
+from attnbench.nn.backbone import Backbone
 from attnbench.nn.blocks import DecoderBlock, EncoderBlock
 from attnbench.nn.ctx import Ctx
 from attnbench.nn.posenc import PositionalEncoding
 
 
 @register("model", "transformer")
-class Transformer(nn.Module):
+class Transformer(Backbone):
     """Transformer encoder (encoder-decoder on seq2seq tasks); `attention`, `posenc` are
     the selected plugins; the decoder has as many layers as the encoder."""
+
+    supports_graph = True  # attention sees a set; order comes from the posenc
+    supports_grid = True
+    supports_padding = True
+    supports_seq2seq = True
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbench import register
+from attnbench.nn.backbone import Backbone
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -35,8 +36,11 @@ class WindowBlock(nn.Module):
 
 
 @register("model", "window_mlp")
-class WindowMLP(nn.Module):
+class WindowMLP(Backbone):
     """Residual MLP layers over windows of `window` tokens each side (causal: 2w before)."""
+
+    supports_grid = True  # patches windowed in raster order
+    supports_padding = True  # pads are masked out of each window
 
     def __init__(
         self,
@@ -63,14 +67,6 @@ class WindowMLP(nn.Module):
     def receptive_field(self) -> int:
         """Tokens one output sees: 1 + layers * 2w."""
         return 1 + self.layers * 2 * self.window
-
-    @classmethod
-    def check_task(cls, task) -> None:
-        if task.gives_edges:
-            raise ConfigError(
-                "model=window_mlp windows over token order, which a graph task "
-                "does not have; use model=mlp or model=transformer"
-            )
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         """(B, N, d) -> (B, N, d)"""

@@ -14,10 +14,8 @@ from torch import Tensor
 
 from attnbench import register
 from attnbench.nn.ctx import Ctx
-from attnbench.nn.posenc import PositionalEncoding
+from attnbench.nn.posenc import PositionalEncoding, query_key_positions
 from attnbench.registry import ConfigError
-
-from .rope import query_key_positions
 
 
 def alibi_slopes(heads: int) -> Tensor:

@@ -11,10 +11,8 @@ from torch import Tensor, nn
 
 from attnbench import register
 from attnbench.nn.ctx import Ctx
-from attnbench.nn.posenc import PositionalEncoding
+from attnbench.nn.posenc import PositionalEncoding, query_key_positions
 from attnbench.registry import ConfigError
-
-from .rope import query_key_positions
 
 
 @register("posenc", "relative")

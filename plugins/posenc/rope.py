@@ -2,7 +2,7 @@
 
 Each pair of features (i, i + hd/2) turns by pos · base^(-2i/hd); rotations keep norms and
 q_m·k_n depends only on m - n. 2-D positions (B, N, 2) rotate half of the features by the
-row and half by the column (axial 2-D RoPE). Also home of :func:`query_key_positions`.
+row and half by the column (axial 2-D RoPE).
 """
 
 from __future__ import annotations
@@ -12,29 +12,8 @@ from torch import Tensor
 
 from attnbench import register
 from attnbench.nn.ctx import Ctx
-from attnbench.nn.posenc import PositionalEncoding
+from attnbench.nn.posenc import PositionalEncoding, query_key_positions
 from attnbench.registry import ConfigError
-
-
-def query_key_positions(ctx: Ctx, nq: int, nk: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Positions of the queries and keys: (B|1, Nq[, 2]) and (B|1, Nk[, 2]).
-
-    From ctx.positions when it covers the keys (queries are then the last Nq of them, as in
-    step-wise decoding) or the queries (cross-attention: keys count from 0); else 0..N-1.
-    """
-    p = ctx.positions
-    if p is not None and p.size(1) == nk and nq <= nk:
-        return p[:, nk - nq :], p
-    if p is not None and p.size(1) == nq:
-        return p, torch.arange(nk, device=device)[None]
-    if p is not None and p.dim() == 3:
-        raise ConfigError(
-            f"2-D positions cover {p.size(1)} tokens but the attention has "
-            f"{nq} queries and {nk} keys; give positions for the keys"
-        )
-    pos_k = torch.arange(nk, device=device)[None]
-    pos_q = pos_k[:, nk - nq :] if nq <= nk else torch.arange(nq, device=device)[None]
-    return pos_q, pos_k
 
 
 @register("posenc", "rope")

@@ -60,6 +60,7 @@ class NodeClassification(Task):
     """Node classification: task.dataset=synthetic (planted partition) or cora (Planetoid)."""
 
     gives_edges = True
+    pads = False  # one graph per batch: every node is real
 
     def __init__(
         self,

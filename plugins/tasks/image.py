@@ -121,6 +121,7 @@ class ImageClassification(ClassificationTask):
     it is, so pooling=cls suits attention backbones only)."""
 
     grid = True  # patches sit on a 2-D grid: ctx.positions (B, N, 2)
+    pads = False  # every image has the same patches
 
     def __init__(
         self,

@@ -213,6 +213,7 @@ class LongRange(ClassificationTask):
         self.sizes = {"train": train_size, "val": eval_size, "test": eval_size}
         self.batch_size, self.num_workers = batch_size, num_workers
         self.classes = bins if dataset == "adding" else 10
+        self.pads = dataset != "adding"  # ListOps sequences vary in length
         self.vocab = Vocab([*DIGITS, *OPS, CLOSE])
         self.splits: dict[str, BatchDataset] = {}
 

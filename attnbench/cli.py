@@ -1,5 +1,5 @@
-"""The ``attnbench`` console script: train (the default verb), list, bench, download,
-report.
+"""The ``attnbench`` console script: train (the default verb), list, check, bench,
+download, report.
 
 Startup stays light: ``list`` and ``--help`` import plugins (torch) and Hydra, never
 Lightning, torchmetrics or wandb; a run imports the training stack when it starts.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from attnbench import registry
 
-USAGE_VERBS = ("train", "list", "bench", "download", "report")
+USAGE_VERBS = ("train", "list", "check", "bench", "download", "report")
 
 
 def _fail(message: str) -> None:
@@ -98,6 +98,7 @@ attnbench: compare attention mechanisms. Compose a run by naming plugins:
   attnbench task=sentiment model=transformer attention=dot posenc=sinusoidal seed=1
 Set a plugin's parameters with <group>.<param>=value (attention.dropout=0.1).
 Other verbs: `attnbench list [KIND] [PATTERN]` shows plugins and their parameters;
+`attnbench check KIND NAME [param=value ...]` runs a kind's contract on a plugin;
 `attnbench bench attention|startup|throughput` runs the benchmarks;
 `attnbench report DIR` tabulates the summary.json files of runs (mean ± std over seeds).
 """
@@ -133,6 +134,11 @@ def _help(overrides: list[str]) -> None:
     print(HELP_FOOTER)
 
 
+def _exit(status: int | None) -> None:
+    if status:
+        sys.exit(status)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = argv[0] if argv and argv[0] in USAGE_VERBS else "train"
@@ -143,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.listing import main as list_main
 
             return list_main(argv)
+        if verb == "check":
+            from attnbench.testing import main as check_main
+
+            return _exit(check_main(argv))
         if verb == "download":
             from attnbench.data.download import main as download_main
 

@@ -51,6 +51,42 @@ class ConfigError(AttnbenchError, ValueError):
     """A parameter value a plugin cannot work with."""
 
 
+class PluginContractError(AttnbenchError, TypeError):
+    """A registered class that does not subclass its kind's base class."""
+
+
+# The base class each kind's plugins subclass, imported only when a plugin registers (the
+# plugin has imported torch by then): "module:attribute", also exported by ``attnbench``.
+BASES = {
+    "attention": "attnbench.nn.attention:Attention",
+    "posenc": "attnbench.nn.posenc:PositionalEncoding",
+    "model": "attnbench.nn.backbone:Backbone",
+    "task": "attnbench.task:Task",
+}
+
+
+def base_class(kind: str) -> type:
+    module, _, attr = BASES[kind].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _check_base(kind: str, name: str, cls: Any) -> None:
+    """Refuse a class that does not subclass its kind's base: one line naming the file,
+    the class and the base to subclass (checked here, not when a run is half-way)."""
+    base = base_class(kind)
+    if inspect.isclass(cls) and issubclass(cls, base):
+        return
+    label = getattr(cls, "__qualname__", repr(cls))
+    try:
+        where = f"{inspect.getsourcefile(cls)}: "
+    except TypeError:
+        where = ""
+    raise PluginContractError(
+        f"{where}{label} is registered as {kind} {name!r} but does not subclass "
+        f"attnbench.{base.__name__}; declare it as `class {label}(attnbench.{base.__name__})`"
+    )
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -123,6 +159,7 @@ def register(kind: str, name: str):
     _check_kind(kind)
 
     def decorator(cls: type) -> type:
+        _check_base(kind, name, cls)
         source = _state.source or f"code {cls.__module__}"
         table = _state.plugins[kind]
         if name in table:
@@ -158,27 +195,40 @@ def _import_guarded(label: str, source: str, load) -> Any:
     try:
         with _importing(source):
             return load()
-    except Exception as e:  # a broken plugin must not take the others down
+    except (Exception, SystemExit) as e:  # a broken plugin must not take the others down
         msg = f"{type(e).__name__}: {e}"
         _state.broken.append(Broken(label, source, msg))
         warnings.warn(f"attnbench: plugin {label} ({source}) failed to import: {msg}", stacklevel=2)
         return None
 
 
+BUILTIN = "attnbench.plugins"  # the built-in plugins' package (also an entry point)
+
+
+def _walk(value: str, source: str, load) -> None:
+    """Import one entry point's module and, for a package, every plugin file inside it."""
+    module = _import_guarded(value, source, load)
+    _state.modules.append(value)
+    if module is None or not hasattr(module, "__path__"):
+        return
+    _state.modules.append(module.__name__)
+    for info in pkgutil.walk_packages(module.__path__, module.__name__ + "."):
+        if not info.name.rsplit(".", 1)[-1].startswith("_"):
+            _state.modules.append(info.name)
+            _import_guarded(info.name, source, lambda n=info.name: importlib.import_module(n))
+
+
 def _discover_entry_points() -> None:
+    found_builtin = False
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
-        source = "built-in" if dist == "attnbench" else f"entry point {dist}:{ep.name}"
-        module = _import_guarded(ep.value, source, ep.load)
-        _state.modules.append(ep.value)
-        if module is None or not hasattr(module, "__path__"):
-            continue
-        # A package stands for all the plugin files inside it.
-        _state.modules.append(module.__name__)
-        for info in pkgutil.walk_packages(module.__path__, module.__name__ + "."):
-            if not info.name.rsplit(".", 1)[-1].startswith("_"):
-                _state.modules.append(info.name)
-                _import_guarded(info.name, source, lambda n=info.name: importlib.import_module(n))
+        builtin = dist == "attnbench" and ep.value == BUILTIN
+        if builtin and found_builtin:
+            continue  # the same distribution seen twice on sys.path
+        found_builtin |= builtin
+        _walk(ep.value, "built-in" if builtin else f"entry point {dist}:{ep.name}", ep.load)
+    if not found_builtin:  # a source checkout that was never installed
+        _walk(BUILTIN, "built-in", lambda: importlib.import_module(BUILTIN))
 
 
 def _load_file(path: Path):

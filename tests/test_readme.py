@@ -67,8 +67,11 @@ def test_custom_plugin_example_verbatim(tmp_path):
         assert len(text.strip().splitlines()) <= 30, f"{name} must stay within 30 lines"
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    [line] = [ln for ln in _after("example-command").splitlines() if ln.strip()]
-    result = _run(line, tmp_path)
+    check, train = [ln for ln in _after("example-command").splitlines() if ln.strip()]
+    checked = _run(check, tmp_path)  # the example passes the attention contract
+    assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
+    assert "FAIL" not in checked.stdout and checked.stdout.count("PASS") >= 8, checked.stdout
+    result = _run(train, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "result: val/acc=" in result.stdout
     [summary] = tmp_path.glob("outputs/*/*/summary.json")
@@ -83,7 +86,7 @@ def test_readme_command_runs(line, tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     words = shlex.split(line, comments=True)
-    trains = not any(w in ("list", "bench", "report", "--help", "--cfg") for w in words)
+    trains = not any(w in ("list", "check", "bench", "report", "--help", "--cfg") for w in words)
     if "bench" in words:
         pytest.skip("benchmarks run on demand")
     if "report" in words:  # give it runs to read where the line looks for them

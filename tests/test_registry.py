@@ -122,7 +122,7 @@ def test_unknown_name_on_the_command_line_exits_2_without_traceback():
 
 def test_duplicate_name_names_both_sources(tmp_path, monkeypatch, fresh_registry):
     with pytest.raises(registry.DuplicatePluginError, match="built-in.*code"):
-        attnbench.register("attention", "dot")(type("Again", (), {}))
+        attnbench.register("attention", "dot")(type("Again", (attnbench.Attention,), {}))
     (tmp_path / "dup.py").write_text(CUSTOM.format(name="dot"))
     monkeypatch.setenv("ATTNBENCH_PLUGIN_PATH", str(tmp_path))
     with pytest.warns(UserWarning, match="duplicate attention 'dot'"):
@@ -201,3 +201,62 @@ def test_summary_is_json_and_not_written_on_failure(tmp_path):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["metrics"] == pytest.approx(summary["metrics"])
     assert Path(tmp_path / "summary.json.tmp").exists() is False
+
+
+PLAIN_MODULE = textwrap.dedent("""
+    import torch
+    import attnbench
+
+    @attnbench.register("attention", "plain")
+    class PlainAttention(torch.nn.Module):  # follows the call contract, not the base class
+        def forward(self, query, key, value, *, ctx=None, need_weights=False):
+            return value, None
+""")
+
+
+@pytest.mark.parametrize(
+    ("kind", "base"),
+    [
+        ("attention", "Attention"),
+        ("posenc", "PositionalEncoding"),
+        ("model", "Backbone"),
+        ("task", "Task"),
+    ],
+)
+def test_a_class_that_does_not_subclass_its_base_is_refused_at_registration(kind, base):
+    class NotAPlugin:
+        pass
+
+    with pytest.raises(registry.PluginContractError) as err:
+        attnbench.register(kind, "not_a_plugin")(NotAPlugin)
+    message = str(err.value)
+    assert "\n" not in message and "NotAPlugin" in message and f"attnbench.{base}" in message
+    assert __file__ in message  # the file that declares it
+    assert "not_a_plugin" not in attnbench.available(kind)
+
+
+def test_a_plain_module_plugin_is_listed_as_broken_and_nothing_else_is_affected(tmp_path):
+    (tmp_path / "plain.py").write_text(PLAIN_MODULE)
+    (tmp_path / "mine.py").write_text(CUSTOM.format(name="mine"))
+    env = {"ATTNBENCH_PLUGIN_PATH": str(tmp_path), "COLUMNS": "300"}
+    listed = cli("list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stdout + listed.stderr
+    [line] = [ln for ln in listed.stdout.splitlines() if "plain.py" in ln]
+    assert "PlainAttention" in line and "attnbench.Attention" in line
+    assert "mine" in listed.stdout and "dot" in listed.stdout
+    used = cli("attention=plain", "trainer.fast_dev_run=true", env=env)
+    assert used.returncode == 2 and "Traceback" not in used.stderr
+    assert "unknown attention 'plain'" in used.stderr and "attnbench.Attention" in used.stderr
+
+
+def test_base_classes_are_exported_lazily():
+    code = (
+        "import sys, attnbench; before = 'torch' in sys.modules; "
+        "names = [attnbench.Attention, attnbench.ScoreAttention, attnbench.PositionalEncoding, "
+        "attnbench.Backbone, attnbench.Task, attnbench.Ctx]; "
+        "print(before, all(isinstance(n, type) for n in names))"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]

@@ -7,12 +7,15 @@ peak memory is O(chunk · Nk · hidden) plus the O(Nq · Nk) weights, not O(Nq �
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch import Tensor, nn
 
 from attnbench import register
 from attnbench.nn.additive import AdditiveScore
 from attnbench.nn.attention import Attention, decoding_kv, merge_heads, rotate, split_heads
 from attnbench.nn.ctx import Ctx
+from attnbench.params import Range
 from attnbench.registry import ConfigError
 
 
@@ -31,8 +34,8 @@ class AdditiveAttention(Attention):
         d_model: int,
         heads: int,
         hidden: int | None = None,
-        query_dim: int | None = None,
-        key_dim: int | None = None,
+        query_dim: Annotated[int | None, Range(min=1)] = None,
+        key_dim: Annotated[int | None, Range(min=1)] = None,
         dropout: float = 0.0,
         chunk_size: int = 0,
     ):

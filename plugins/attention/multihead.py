@@ -7,6 +7,7 @@ projection: with score=dot it computes exactly what torch.nn.MultiheadAttention 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +39,7 @@ class MultiHeadAttention(Attention):
         self,
         d_model: int,
         heads: int,
-        score: str = "dot",
+        score: Literal["dot", "additive"] = "dot",
         hidden: int | None = None,
         dropout: float = 0.0,
         bias: bool = True,

@@ -11,7 +11,7 @@ no input feeding), so teacher forcing is one fused RNN call plus one attention c
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +39,7 @@ class RNN(Backbone):
         task: Any,
         attention: Callable[..., nn.Module],
         d_model: int = 128,
-        cell: str = "lstm",
+        cell: Literal["lstm", "gru"] = "lstm",
         bidirectional: bool = True,
         layers: int = 2,
         dropout: float = 0.1,

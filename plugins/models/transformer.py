@@ -8,7 +8,7 @@ self-attention and cross-attention all come from the selected attention plugin.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,7 @@ class Transformer(Backbone):
         layers: int = 2,
         ff_mult: int = 4,
         dropout: float = 0.1,
-        norm: str = "pre",
+        norm: Literal["pre", "post"] = "pre",
     ):
         super().__init__()
         self.d_model = d_model

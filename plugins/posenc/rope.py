@@ -7,12 +7,15 @@ row and half by the column (axial 2-D RoPE).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from attnbench import register
 from attnbench.nn.ctx import Ctx
 from attnbench.nn.posenc import PositionalEncoding, query_key_positions
+from attnbench.params import Range
 from attnbench.registry import ConfigError
 
 
@@ -22,7 +25,7 @@ class RotaryEncoding(PositionalEncoding):
 
     relative = True
 
-    def __init__(self, d_model: int, base: float = 10000.0):
+    def __init__(self, d_model: int, base: Annotated[float, Range(min=1, min_open=True)] = 10000.0):
         super().__init__(d_model)
         if base <= 1:
             raise ConfigError(f"posenc.base={base} must be > 1 (10000 is usual)")

@@ -11,34 +11,45 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torchmetrics import MetricCollection
 
-from attnbench.task import Task
+from attnbench.task import Network, Stage, Task
+
+# Top-level modules of checkpoints written before they moved under LitModel.net.
+_PRE_NET_MODULES = ("embedder.", "backbone.", "head.")
 
 
 class LitModel(pl.LightningModule):
+    """Runs a task's :class:`Network` under Lightning. The task gets the plain network and
+    the stage of each batch, never this module (nor the trainer)."""
+
     def __init__(self, task: Task, backbone: torch.nn.Module, optim: dict[str, Any]):
         super().__init__()
-        self.task = task  # a plain object: its modules are the embedder and head below
-        self.embedder = task.build_embedder(backbone.d_model)
-        self.backbone = backbone
-        self.head = task.build_head(backbone.d_model)
+        self.task = task  # a plain object: its modules are the net's embedder and head
+        d = backbone.d_model
+        self.net = Network(task.build_embedder(d), backbone, task.build_head(d))
         self.optim = optim
         metrics = MetricCollection(task.metrics())
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
-    def forward(self, batch: Any) -> Any:
-        return self.task.forward(self, batch)  # embedder -> backbone -> head, by default
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The net's backbone (the run summary reads its receptive_field)."""
+        return self.net.backbone
+
+    def forward(self, batch: Any, stage: Stage = "train") -> Any:
+        # stage defaults to a training step, as a hand-written loop calls model(batch)
+        return self.task.forward(self.net, batch, stage)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.task.loss(self(batch), batch)
+        loss = self.task.loss(self(batch, "train"), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=self.task.num_samples(batch))
         return loss
 
-    def _evaluate(self, batch: Any, stage: str, metrics: MetricCollection) -> None:
-        logits = self(batch)
+    def _evaluate(self, batch: Any, stage: Stage, metrics: MetricCollection) -> None:
+        outputs = self(batch, stage)
         n = self.task.num_samples(batch)
-        self.log(f"{stage}/loss", self.task.loss(logits, batch), batch_size=n)
-        metrics.update(*self.task.metric_inputs(logits, batch))
+        self.log(f"{stage}/loss", self.task.loss(outputs, batch), batch_size=n)
+        metrics.update(*self.task.metric_inputs(outputs, batch))
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=n)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -47,8 +58,14 @@ class LitModel(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_metrics)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self(batch)
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        return self(batch, "predict")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume checkpoints written before the modules moved under ``net``."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(_PRE_NET_MODULES)]:
+            state[f"net.{key}"] = state.pop(key)
 
     def configure_optimizers(self):
         opt, sched = make_optimizer(
@@ -76,14 +93,12 @@ def make_optimizer(params, optim: dict[str, Any], total_steps: int):
 
 
 class TaskData(pl.LightningDataModule):
-    """Adapts a Task's dataloaders to Lightning."""
+    """Adapts a Task's dataloaders to Lightning. The task is already set up: the harness
+    calls ``task.setup()`` once, before building the model."""
 
     def __init__(self, task: Task):
         super().__init__()
         self.task = task
-
-    def setup(self, stage: str) -> None:
-        self.task.setup()
 
     def train_dataloader(self):
         return self.task.dataloader("train")

@@ -7,17 +7,32 @@ Importing this module stays cheap (no Lightning, no torchmetrics): ``attnbench l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+
+# What the harness is running a batch for. Only "train" batches are back-propagated; "val"
+# and "test" batches are scored, "predict" batches are saved (Task.save_predictions).
+Stage = Literal["train", "val", "test", "predict"]
+
+
+class Network(nn.Module):
+    """The model a task runs: its embedder and head around a backbone. This, never the
+    LightningModule, is what :meth:`Task.forward` receives."""
+
+    def __init__(self, embedder: nn.Module, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.embedder, self.backbone, self.head = embedder, backbone, head
 
 
 class Task:
     """Base class of task plugins.
 
-    The harness calls :meth:`setup` once before building the model (so vocabularies and
-    class counts are known), then wraps :meth:`dataloader` in a LightningDataModule.
+    The harness calls :meth:`setup` exactly once, before building the model (so vocabularies
+    and class counts are known), then builds a :class:`Network` from :meth:`build_embedder`,
+    the backbone and :meth:`build_head`, and runs every batch through :meth:`forward`, telling
+    it the stage. A task sees no Lightning object.
     """
 
     monitor = "val/acc"  # the metric a sweeper optimises by default
@@ -40,7 +55,8 @@ class Task:
 
     # -- data
     def setup(self) -> None:
-        """Load or generate the data; called before the model is built. Idempotent."""
+        """Load or generate the data. The harness calls it once, before anything else that
+        needs the data (building the model, the dataloaders)."""
         raise NotImplementedError
 
     def dataloader(self, split: str) -> DataLoader:
@@ -56,12 +72,14 @@ class Task:
         """A module: (h (B, N, d_model), Ctx) -> logits."""
         raise NotImplementedError
 
-    def forward(self, model: nn.Module, batch: Any) -> Any:
-        """The model's outputs for a batch; ``model`` holds .embedder, .backbone, .head.
-        Whatever this returns is what :meth:`loss` and :meth:`metric_inputs` receive, so a
-        task may return more than logits (e.g. generated tokens when not model.training)."""
-        x, ctx = model.embedder(batch)  # (B, N, d)
-        return model.head(model.backbone(x, ctx), ctx)
+    def forward(self, net: Network, batch: Any, stage: Stage) -> Any:
+        """The network's outputs for a batch in ``stage`` ("train", "val", "test" or
+        "predict"). Whatever this returns is what :meth:`loss`, :meth:`metric_inputs` and
+        :meth:`save_predictions` receive, so a task may return more than logits and may
+        depend on the stage (translation generates outside "train": with task.val_beam_size
+        for "val", with task.beam_size for "test" and "predict")."""
+        x, ctx = net.embedder(batch)  # (B, N, d)
+        return net.head(net.backbone(x, ctx), ctx)
 
     def loss(self, logits: Tensor, batch: Any) -> Tensor:
         raise NotImplementedError
@@ -76,7 +94,8 @@ class Task:
         raise NotImplementedError
 
     def save_predictions(self, split: str, outputs: list[Tensor], out_dir: Path) -> Path:
-        """Write the model's outputs (one tensor per batch) for an unlabeled split."""
+        """Write :meth:`forward`'s "predict" outputs (one per batch) for a split in
+        ``unlabeled_splits`` or ``prediction_splits``; returns the file written."""
         raise NotImplementedError
 
     def num_samples(self, batch: Any) -> int:

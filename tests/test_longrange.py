@@ -116,3 +116,20 @@ def test_longrange_fast_dev_run(tmp_path, extra):
         tmp_path,
     )
     assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0 and "test/f1" in summary["metrics"]
+
+
+def test_the_harness_sets_the_task_up_once(tmp_path, monkeypatch):
+    """Once, before the model is built: not again when Lightning fits, validates and tests."""
+    cls = registry.get("task", "longrange").cls
+    real_setup, calls = cls.setup, []
+
+    def setup(self):
+        calls.append(self)
+        real_setup(self)
+
+    monkeypatch.setattr(cls, "setup", setup)
+    summary = fast_dev_run(
+        ["task=longrange", "model=mlp", "task.train_size=64", "task.eval_size=32"], tmp_path
+    )
+    assert "test/acc" in summary["metrics"]  # the run went through fit and test
+    assert len(calls) == 1

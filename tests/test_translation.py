@@ -4,6 +4,7 @@ BLEU / exact match, predictions file, and every attention plugin in the encoder-
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,22 +17,24 @@ from attnbench.data.text import DataError
 from attnbench.nn.ctx import Ctx
 from attnbench.nn.decoding import beam_search, greedy_search
 from attnbench.registry import ConfigError
+from attnbench.task import Network
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def build(
+def build_lit(
     model: str = "transformer",
     attention: str = "dot",
     posenc: str = "sinusoidal",
     task_params: dict | None = None,
+    seed: int = 0,
     **model_params,
 ):
     """(task, LitModel) as the harness builds them, tiny and in eval mode."""
     from attnbench.builders import build_backbone
     from attnbench.lit import LitModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     task = registry.build("task", "translation", data_dir=".", **(task_params or {}))
     task.setup()
     model_params = {"d_model": 32, "dropout": 0.0, **model_params}
@@ -49,6 +52,12 @@ def build(
         {"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "scheduler": "none"},
     )
     return task, lit.eval()
+
+
+def build(*args, **kwargs):
+    """(task, the Network the task runs: embedder, backbone, head), tiny and in eval mode."""
+    task, lit = build_lit(*args, **kwargs)
+    return task, lit.net
 
 
 def batch_of(task, n: int = 5, split: str = "val") -> dict:
@@ -165,24 +174,24 @@ def test_missing_files_and_bad_settings_are_one_line_errors(tmp_path):
 
 
 def test_shared_vocabulary_shares_one_embedding_and_ties_the_head():
-    task, lit = build(task_params={"shared_vocab": True})
-    assert lit.embedder.src is lit.embedder.tgt
-    assert lit.head.proj.weight is lit.embedder.tgt.embed.weight
-    task, lit = build(task_params={"tie_embeddings": False})
-    assert lit.embedder.src is not lit.embedder.tgt
-    assert lit.head.proj.weight is not lit.embedder.tgt.embed.weight
+    task, net = build(task_params={"shared_vocab": True})
+    assert net.embedder.src is net.embedder.tgt
+    assert net.head.proj.weight is net.embedder.tgt.embed.weight
+    task, net = build(task_params={"tie_embeddings": False})
+    assert net.embedder.src is not net.embedder.tgt
+    assert net.head.proj.weight is not net.embedder.tgt.embed.weight
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
-def full_redecode_step(task, lit, memory, src_ctx):
+def full_redecode_step(task, net, memory, src_ctx):
     """A step function that re-runs the decoder over the whole prefix every step."""
 
     def step(tokens, prefix):
         prefix = tokens[:, None] if prefix is None else torch.cat([prefix, tokens[:, None]], 1)
-        h, _ = lit.backbone.decode(lit.embedder.target(prefix), memory, src_ctx)
-        return lit.head(h, Ctx())[:, -1].float().log_softmax(-1), prefix
+        h, _ = net.backbone.decode(net.embedder.target(prefix), memory, src_ctx)
+        return net.head(h, Ctx())[:, -1].float().log_softmax(-1), prefix
 
     return step
 
@@ -205,23 +214,23 @@ CASES = [
     ids=lambda c: str(c) if not isinstance(c, dict) else "",
 )
 def test_incremental_decoding_matches_full_redecoding(model, attention, posenc, params):
-    task, lit = build(model, attention, posenc, **params)
+    task, net = build(model, attention, posenc, **params)
     batch = batch_of(task)
     with torch.no_grad():
-        x, src_ctx = lit.embedder.source(batch["src"])
-        memory = lit.backbone.encode(x, src_ctx)
+        x, src_ctx = net.embedder.source(batch["src"])
+        memory = net.backbone.encode(x, src_ctx)
         # hidden states: teacher forcing in one pass == one token at a time with the cache
-        y = lit.embedder.target(batch["tgt"])
-        full, _ = lit.backbone.decode(y, memory, src_ctx)
+        y = net.embedder.target(batch["tgt"])
+        full, _ = net.backbone.decode(y, memory, src_ctx)
         cache, rows = None, []
         for t in range(y.size(1)):
-            h, cache = lit.backbone.decode(y[:, t : t + 1], memory, src_ctx, cache)
+            h, cache = net.backbone.decode(y[:, t : t + 1], memory, src_ctx, cache)
             rows.append(h)
         torch.testing.assert_close(torch.cat(rows, 1), full, atol=1e-5, rtol=1e-4)
         # tokens: the task's (incremental) greedy search == greedy over full re-decoding
-        fast = task.generate(lit, memory, src_ctx)
+        fast = task.generate(net, memory, src_ctx)
         slow = greedy_search(
-            full_redecode_step(task, lit, memory, src_ctx),
+            full_redecode_step(task, net, memory, src_ctx),
             memory.size(0),
             bos=2,
             eos=3,
@@ -235,16 +244,16 @@ def test_incremental_decoding_matches_full_redecoding(model, attention, posenc, 
 def test_transformer_decoder_caches_projected_keys_and_values(attention):
     """Cross-attention keys/values are projected once per sentence; self-attention's grow by
     one position per step (not re-projected from the prefix)."""
-    task, lit = build("transformer", attention)
+    task, net = build("transformer", attention)
     batch = batch_of(task, 4)
     with torch.no_grad():
-        x, src_ctx = lit.embedder.source(batch["src"])
-        memory = lit.backbone.encode(x, src_ctx)
-        y = lit.embedder.target(batch["tgt"][:, :3])
-        _, cache = lit.backbone.decode(y[:, :1], memory, src_ctx)
+        x, src_ctx = net.embedder.source(batch["src"])
+        memory = net.backbone.encode(x, src_ctx)
+        y = net.embedder.target(batch["tgt"][:, :3])
+        _, cache = net.backbone.decode(y[:, :1], memory, src_ctx)
         cross_k = [layer["cross"]["k"] for layer in cache["layers"]]
         for t in (1, 2):
-            _, cache = lit.backbone.decode(y[:, t : t + 1], memory, src_ctx, cache)
+            _, cache = net.backbone.decode(y[:, t : t + 1], memory, src_ctx, cache)
     for layer, k in zip(cache["layers"], cross_k):
         assert layer["cross"]["k"] is k and k.size(-2) == memory.size(1)
         assert layer["self"]["k"].size(-2) == 3 and "inputs" not in layer
@@ -256,18 +265,18 @@ def test_transformer_decoder_caches_projected_keys_and_values(attention):
 def test_cached_beam_search_equals_beam_search_over_full_redecoding(model, attention):
     """Beam 3 through the task (cached state, reordered per step) == the same beam search
     re-running the decoder over every beam's whole prefix."""
-    task, lit = build(model, attention)
+    task, net = build(model, attention)
     task.beam_size = 3
     batch = batch_of(task, 6)
     with torch.no_grad():
-        x, src_ctx = lit.embedder.source(batch["src"])
-        memory = lit.backbone.encode(x, src_ctx)
-        fast = task.generate(lit, memory, src_ctx)
+        x, src_ctx = net.embedder.source(batch["src"])
+        memory = net.backbone.encode(x, src_ctx)
+        fast = task.generate(net, memory, src_ctx)
         mask = src_ctx.key_padding_mask
         beams_ctx = src_ctx.replace(
             key_padding_mask=None if mask is None else mask.repeat_interleave(3, 0)
         )
-        step = full_redecode_step(task, lit, memory.repeat_interleave(3, 0), beams_ctx)
+        step = full_redecode_step(task, net, memory.repeat_interleave(3, 0), beams_ctx)
         slow = beam_search(
             step,
             6,
@@ -283,18 +292,18 @@ def test_cached_beam_search_equals_beam_search_over_full_redecoding(model, atten
 
 @pytest.mark.parametrize("model", ["transformer", "rnn"])
 def test_beam_size_one_equals_greedy_on_the_model(model):
-    task, lit = build(model)
+    task, net = build(model)
     batch = batch_of(task, 8)
     with torch.no_grad():
-        x, src_ctx = lit.embedder.source(batch["src"])
-        memory = lit.backbone.encode(x, src_ctx)
-        greedy = task.generate(lit, memory, src_ctx)
-        step = full_redecode_step(task, lit, memory, src_ctx)
+        x, src_ctx = net.embedder.source(batch["src"])
+        memory = net.backbone.encode(x, src_ctx)
+        greedy = task.generate(net, memory, src_ctx)
+        step = full_redecode_step(task, net, memory, src_ctx)
         beam1 = beam_search(
             step, 8, bos=2, eos=3, pad=0, max_len=greedy.size(1), beam_size=1, alpha=0.6
         )
         task.beam_size = 3
-        beam3 = task.generate(lit, memory, src_ctx)
+        beam3 = task.generate(net, memory, src_ctx)
     assert torch.equal(beam1, greedy)
     assert beam3.shape[0] == 8 and beam3.dtype == torch.long
 
@@ -408,7 +417,7 @@ def test_rnn_without_attention_has_no_attention_weights():
 
 
 def test_encoder_only_backbone_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="model=mlp has no encoder-decoder"):
+    with pytest.raises(ConfigError, match="model 'mlp' does not declare supports_seq2seq"):
         fast_dev_run(["task=translation", "model=mlp", "model.d_model=16"], tmp_path)
 
 
@@ -469,18 +478,33 @@ def test_multi30k_shared_data_reads(shared_data, tmp_path, monkeypatch):
     assert 5000 < len(task.src_itos) < 10000 and 4000 < len(task.tgt_itos) < 8000
 
 
-def test_validation_decodes_with_val_beam_and_test_with_beam(tmp_path, monkeypatch):
-    """Greedy validation each epoch (cheap), the configured beam for the test scores."""
+def test_harness_tells_forward_the_stage_validation_decodes_greedy_and_test_with_the_beam(
+    tmp_path, monkeypatch
+):
+    """Greedy validation each epoch (cheap), the configured beam for the test scores and the
+    saved translations; training batches generate nothing."""
     translation = type(registry.build("task", "translation", data_dir="."))
-    real_generate, beams = translation.generate, []
+    module = sys.modules[translation.__module__]
+    events = []  # ("forward", stage) / ("greedy", beam) / ("beam", beam), in call order
+    real_forward = translation.forward
+    real_greedy, real_beam = module.greedy_search, module.beam_search
 
-    def generate(self, model, memory, src_ctx, beam_size=None):
-        trainer = model.trainer
-        stage = "test" if trainer.testing else ("predict" if trainer.predicting else "val")
-        beams.append((stage, beam_size))
-        return real_generate(self, model, memory, src_ctx, beam_size)
+    def forward(self, net, batch, stage):
+        assert type(net) is Network  # the plain network: no LightningModule, no trainer
+        events.append(("forward", stage))
+        return real_forward(self, net, batch, stage)
 
-    monkeypatch.setattr(translation, "generate", generate)
+    def greedy_search(*args, **kwargs):
+        events.append(("greedy", 1))
+        return real_greedy(*args, **kwargs)
+
+    def beam_search(*args, **kwargs):
+        events.append(("beam", kwargs["beam_size"]))
+        return real_beam(*args, **kwargs)
+
+    monkeypatch.setattr(translation, "forward", forward)
+    monkeypatch.setattr(module, "greedy_search", greedy_search)
+    monkeypatch.setattr(module, "beam_search", beam_search)
     fast_dev_run(
         [
             "task=translation",
@@ -491,4 +515,26 @@ def test_validation_decodes_with_val_beam_and_test_with_beam(tmp_path, monkeypat
         ],
         tmp_path,
     )
-    assert set(beams) == {("val", 1), ("test", 3), ("predict", 3)}
+    decoded, stage = set(), None
+    for kind, value in events:
+        if kind == "forward":
+            stage = value
+        else:
+            decoded.add((stage, kind, value))
+    stages = {value for kind, value in events if kind == "forward"}
+    assert stages == {"train", "val", "test", "predict"}
+    assert decoded == {("val", "greedy", 1), ("test", "beam", 3), ("predict", "beam", 3)}
+
+
+def test_checkpoint_from_before_the_network_container_loads():
+    """Checkpoints written when LitModel held embedder/backbone/head directly still resume."""
+    _, saved = build_lit(seed=1)
+    _, fresh = build_lit(seed=2)
+    old_keys = {key.removeprefix("net."): value for key, value in saved.state_dict().items()}
+    assert "embedder.src.embed.weight" in old_keys  # the layout before LitModel.net
+    assert not torch.equal(saved.net.head.proj.weight, fresh.net.head.proj.weight)
+    checkpoint = {"state_dict": old_keys}
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])  # strict: every key must match
+    for (name, a), b in zip(saved.named_parameters(), fresh.parameters()):
+        assert torch.equal(a, b), name

@@ -98,8 +98,6 @@ class NodeClassification(Task):
         self.graph: Graph | None = None
 
     def setup(self) -> None:
-        if self.graph is not None:
-            return
         if self.dataset == "synthetic":
             g = planted_partition(**self.synthetic)
         else:

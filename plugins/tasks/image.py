@@ -156,8 +156,6 @@ class ImageClassification(ClassificationTask):
         return load_cifar10(Path(self.data_dir) / "images" / "cifar-10-batches-py")
 
     def setup(self) -> None:
-        if self.splits:
-            return
         raw = self._raw()
         self.shape = tuple(raw["train"][0].shape[1:])  # (C, H, W)
         _, h, w = self.shape

@@ -218,8 +218,6 @@ class LongRange(ClassificationTask):
         self.splits: dict[str, BatchDataset] = {}
 
     def setup(self) -> None:
-        if self.splits:
-            return
         for split, n in self.sizes.items():
             if self.dataset == "adding":
                 x, y = adding_problem(n, self.length, self.bins, SEEDS[split])

@@ -355,8 +355,6 @@ class POS(Task):
         return payload
 
     def setup(self) -> None:
-        if self.splits:
-            return
         payload = self._payload()
         self.sizes = [len(itos) for itos in payload["itos"]]
         self.chars = payload.get("chars")

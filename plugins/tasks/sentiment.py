@@ -183,16 +183,18 @@ class Sentiment(ClassificationTask):
         return payload
 
     def setup(self) -> None:
-        if self.splits:
-            return
         payload = self._payload()
         self.vocab = Vocab(payload["itos"][2:])
         for split, data in payload["splits"].items():
             seqs = [s[: self.max_len] for s in unpack(data["ids"], data["lengths"])]
             self.splits[split] = SequenceDataset(seqs, data["labels"])
             self.index[split] = data["index"]
-            if split != "train" and bool((data["labels"] == NO_LABEL).all()):
-                self.unlabeled_splits = (*self.unlabeled_splits, split)
+        # e.g. GLUE's SST-2 test: predicted and saved, never scored
+        self.unlabeled_splits = tuple(
+            split
+            for split, data in payload["splits"].items()
+            if split != "train" and bool((data["labels"] == NO_LABEL).all())
+        )
 
     def dataloader(self, split: str) -> DataLoader:
         return bucketed_loader(

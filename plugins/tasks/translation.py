@@ -1,10 +1,11 @@
 """Sequence-to-sequence translation: Multi30k (de<->en) from data_dir, or a synthetic
 transduction built in (reverse a sentence and translate every word through a fixed dictionary).
 
-Training is teacher-forced; validation and test also generate (greedy, or beam search with a
-length penalty: task.beam_size, task.length_penalty) and score the detokenised output with
-SacreBLEU (13a tokenisation; lowercased when task.lowercase) and exact match. The test
-translations are written to ``translations_test.txt`` next to summary.json.
+Training is teacher-forced; validation, test and predict also generate (greedy, or beam search
+with a length penalty: task.val_beam_size for validation, task.beam_size for test and predict,
+task.length_penalty) and score the detokenised output with SacreBLEU (13a tokenisation;
+lowercased when task.lowercase) and exact match. The test translations are written to
+``translations_test.txt`` next to summary.json.
 Multi30k's vocabularies and token ids are built once and cached (attnbench.data.cache).
 """
 
@@ -37,7 +38,7 @@ from attnbench.nn.ctx import Ctx
 from attnbench.nn.decoding import beam_search, greedy_search
 from attnbench.nn.embed import TokenEmbedder
 from attnbench.registry import ConfigError
-from attnbench.task import Task
+from attnbench.task import Network, Stage, Task
 
 DATASETS = ("synthetic", "multi30k")
 SPLIT_STEMS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
@@ -272,8 +273,6 @@ class Translation(Task):
         return payload
 
     def setup(self) -> None:
-        if self.splits:
-            return
         payload = self._payload()
         self.src_itos, self.tgt_itos = payload["src_itos"], payload["tgt_itos"]
         keep = self.max_len + 2  # <s> ... </s>
@@ -308,29 +307,21 @@ class Translation(Task):
             tied = self._embedder.tgt.embed
         return OutputProjection(d_model, len(self.tgt_itos), tied)
 
-    def forward(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Teacher-forced logits (B, T, V); when not training also the generated ids (B, L)."""
-        backbone = model.backbone
-        if not (hasattr(backbone, "encode") and hasattr(backbone, "decode")):
-            raise ConfigError(
-                f"model={getattr(backbone, 'plugin_name', '?')} has no "
-                "encoder-decoder, which task=translation needs; use "
-                "model=transformer or model=rnn"
-            )
-        x, src_ctx = model.embedder.source(batch["src"])
-        memory = backbone.encode(x, src_ctx)  # (B, S, d)
-        y = model.embedder.target(batch["tgt"][:, :-1])  # <s> w1 ... wn: predict w1 ... </s>
-        h, _ = backbone.decode(y, memory, src_ctx)
-        out = {"logits": model.head(h, Ctx())}
-        if not model.training:
-            trainer = getattr(model, "_trainer", None)  # None outside a Trainer
-            final = trainer is None or trainer.testing or trainer.predicting
-            beam = self.beam_size if final else self.val_beam_size
-            out["generated"] = self.generate(model, memory, src_ctx, beam)
+    def forward(self, net: Network, batch: dict[str, Any], stage: Stage) -> dict[str, Tensor]:
+        """Teacher-forced logits (B, T, V); outside training also the generated ids (B, L),
+        decoded with val_beam_size for validation and beam_size for test and predict."""
+        x, src_ctx = net.embedder.source(batch["src"])
+        memory = net.backbone.encode(x, src_ctx)  # (B, S, d)
+        y = net.embedder.target(batch["tgt"][:, :-1])  # <s> w1 ... wn: predict w1 ... </s>
+        h, _ = net.backbone.decode(y, memory, src_ctx)
+        out = {"logits": net.head(h, Ctx())}
+        if stage != "train":
+            beam = self.val_beam_size if stage == "val" else self.beam_size
+            out["generated"] = self.generate(net, memory, src_ctx, beam)
         return out
 
     def generate(
-        self, model: nn.Module, memory: Tensor, src_ctx: Ctx, beam_size: int | None = None
+        self, net: Network, memory: Tensor, src_ctx: Ctx, beam_size: int | None = None
     ) -> Tensor:
         """Token ids (B, L) after <s>: greedy (beam 1) or beam search, incremental."""
         B, S = memory.shape[:2]
@@ -343,10 +334,8 @@ class Translation(Task):
         ctx = src_ctx.replace(key_padding_mask=mask)
 
         def step(tokens: Tensor, cache: Any) -> tuple[Tensor, Any]:
-            h, cache = model.backbone.decode(
-                model.embedder.target(tokens[:, None]), memory, ctx, cache
-            )
-            return model.head(h, Ctx())[:, -1].float().log_softmax(-1), cache
+            h, cache = net.backbone.decode(net.embedder.target(tokens[:, None]), memory, ctx, cache)
+            return net.head(h, Ctx())[:, -1].float().log_softmax(-1), cache
 
         kw = dict(bos=BOS_ID, eos=EOS_ID, pad=PAD, max_len=max_len, device=memory.device)
         if K == 1:

@@ -14,6 +14,10 @@ the pass; on CPU, the profiler's allocation events (``profile_memory=True``): ea
 the running total of CPU tensor memory allocated since profiling began, and the peak is the
 largest total seen during one pass (tensors that existed before it, such as the inputs and
 weights, are not counted). Writes ``attention.csv``, ``attention.png`` and ``ratios.json``.
+
+Which ratios and probes are reported, and the variants' constructor parameters, come from the
+benchmark's config, conf/bench/attention.yaml (``--config FILE`` for another): this module
+names no attention plugin.
 """
 
 from __future__ import annotations
@@ -31,24 +35,31 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor, nn
 
 from attnbench import registry
 from attnbench.nn.attention import merge_heads, split_heads
 from attnbench.nn.ctx import Ctx
+from attnbench.registry import ConfigError
 
-REFERENCES = ("sdpa_ref", "dense_ref", "graph_dense_ref")
+if TYPE_CHECKING:  # for annotations only: importlib.resources.abc is Python 3.11+
+    from importlib.resources.abc import Traversable
+
 DEFAULT_SIZES = (256, 1024, 4096, 8192)
 
 
 class SdpaRef(nn.Module):
     """The floor for exact attention: projections + one fused SDPA call, nothing else."""
+
+    needs_graph = False  # as an Attention plugin declares it: whether ctx.edges is needed
 
     def __init__(self, d_model: int, heads: int):
         super().__init__()
@@ -81,12 +92,21 @@ class DenseRef(SdpaRef):
 class GraphDenseRef(SdpaRef):
     """Graph attention the O(N²) way: the edge list scattered into a dense boolean mask."""
 
+    needs_graph = True
+
     def mask(self, ctx: Ctx, b: int, n: int, device: torch.device) -> Tensor:
         mask = torch.zeros(b * n, n, dtype=torch.bool, device=device)
         dst, src = ctx.edges
         mask[dst, src % n] = True
         mask.view(b, n, n).diagonal(dim1=1, dim2=2).fill_(True)  # self-loops, as graph adds
         return mask.view(b, 1, n, n)
+
+
+REFERENCES: dict[str, type[SdpaRef]] = {
+    "sdpa_ref": SdpaRef,
+    "dense_ref": DenseRef,
+    "graph_dense_ref": GraphDenseRef,
+}
 
 
 def random_edges(
@@ -110,6 +130,198 @@ class Row:
     peak_mb: float = math.nan
     status: str = "ok"
     note: str = ""
+
+
+# ----------------------------------------------------------------------------- the config
+
+FIELDS = {"time_ms": "time", "peak_mb": "peak memory"}  # a Row field -> its name in a key
+AT = ("each", "top", "growth")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """numerator's field / denominator's, at every size (each) or the largest (top); growth:
+    the numerator's field at the largest size / its own at the next-largest."""
+
+    numerator: str
+    field: str
+    at: str
+    denominator: str | None = None
+    label: str | None = None  # the field's name in the key (default: FIELDS)
+
+    def evaluate(self, rows: list[Row], sizes: list[int]) -> dict[str, float]:
+        label = self.label or FIELDS[self.field]
+        top = max(sizes)
+        if self.at == "growth":
+            if len(set(sizes)) < 2:
+                return {}
+            prev = sorted(set(sizes))[-2]
+            key = f"{self.numerator} {label} growth N={prev}->{top} (x{top / prev:g} length)"
+            growth = _ratio(
+                _get(rows, self.numerator, top, self.field),
+                _get(rows, self.numerator, prev, self.field),
+            )
+            return {key: growth}
+        return {
+            f"{self.numerator}/{self.denominator} {label} @N={n}": _ratio(
+                _get(rows, self.numerator, n, self.field),
+                _get(rows, self.denominator, n, self.field),
+            )
+            for n in (sizes if self.at == "each" else [top])
+        }
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One variant measured once at its own setting."""
+
+    variant: str
+    n: int
+    d_model: int
+    heads: int
+    batch: int
+
+
+@dataclass
+class BenchConfig:
+    params: dict[str, dict[str, Any]]  # variant -> constructor parameters
+    comparisons: list[Comparison]
+    probes: list[Probe]
+
+
+def default_config() -> Traversable:
+    return resources.files("attnbench.conf") / "bench" / "attention.yaml"
+
+
+def _entry(cls: type, entry: Any, where: str) -> Any:
+    """``cls(**entry)`` when entry is a mapping with exactly cls's keys, else a ConfigError."""
+    if not isinstance(entry, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping of {', '.join(f.name for f in fields(cls))}"
+        )
+    allowed = [f.name for f in fields(cls)]
+    for key in entry:
+        if key not in allowed:
+            hint = registry.suggest(str(key), allowed).replace("available", "allowed")
+            raise ConfigError(f"{where}: no key {key!r}; {hint}")
+    missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in entry]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    return cls(**entry)
+
+
+def _known(name: Any, where: str) -> None:
+    known = [*registry.available("attention"), *REFERENCES]
+    if name not in known:
+        raise ConfigError(
+            f"{where}: unknown variant {name!r}; {registry.suggest(str(name), known)}"
+        )
+
+
+def _comparison(entry: Any, where: str) -> Comparison:
+    c = _entry(Comparison, entry, where)
+    if not isinstance(c.field, str) or c.field not in FIELDS:
+        raise ConfigError(f"{where}: field {c.field!r} is not one of {', '.join(FIELDS)}")
+    if c.at not in AT:
+        raise ConfigError(f"{where}: at {c.at!r} is not one of {', '.join(AT)}")
+    if (c.at == "growth") != (c.denominator is None):
+        raise ConfigError(f"{where}: give a denominator with at: each or top, none with growth")
+    for name in (c.numerator, c.denominator):
+        if name is not None:
+            _known(name, where)
+    return c
+
+
+def _probe(entry: Any, where: str) -> Probe:
+    probe = _entry(Probe, entry, where)
+    _known(probe.variant, where)
+    sizes = {"n": probe.n, "d_model": probe.d_model, "heads": probe.heads, "batch": probe.batch}
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{where}: {key} must be a positive integer, not {value!r}")
+    if probe.d_model % probe.heads:
+        raise ConfigError(f"{where}: d_model {probe.d_model} is not divisible by heads")
+    return probe
+
+
+def _check_params(name: str, params: dict[str, Any], where: str) -> None:
+    if name in REFERENCES:
+        if params:
+            raise ConfigError(f"{where}: the reference {name!r} takes no parameters")
+        return
+    registry.check_params("attention", name, params)
+
+
+def load_config(path: Path | Traversable | None = None) -> BenchConfig:
+    """The benchmark's config (conf/bench/attention.yaml unless ``path``), checked: every
+    variant it names exists and every parameter is one its variant takes."""
+    path = path or default_config()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"bench config {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"bench config {path} is not valid YAML: {_one_line(e)}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"bench config {path}: expected a mapping of params, comparisons, probes")
+    for key in data:
+        if key not in ("params", "comparisons", "probes"):
+            hint = registry.suggest(str(key), ["comparisons", "params", "probes"])
+            raise ConfigError(f"bench config {path}: unknown key {key!r}; {hint}")
+    params = data.get("params") or {}
+    if not isinstance(params, dict) or not all(isinstance(p, dict) for p in params.values()):
+        raise ConfigError(f"bench config {path}: params maps a variant to {{parameter: value}}")
+    for name, kv in params.items():
+        _known(name, f"bench config {path}: params")
+        _check_params(name, kv, f"bench config {path}: params")
+    return BenchConfig(
+        params={name: dict(kv) for name, kv in params.items()},
+        comparisons=[
+            _comparison(c, f"bench config {path}: comparisons[{i}]")
+            for i, c in enumerate(data.get("comparisons") or [])
+        ],
+        probes=[
+            _probe(c, f"bench config {path}: probes[{i}]")
+            for i, c in enumerate(data.get("probes") or [])
+        ],
+    )
+
+
+def parse_param(text: str) -> tuple[str, str, Any]:
+    """``NAME.KEY=VALUE`` -> (variant, parameter, value parsed as YAML: 32 is an int)."""
+    target, eq, value = text.partition("=")
+    name, dot, key = target.partition(".")
+    if not (eq and dot and name and key):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give VARIANT.PARAMETER=VALUE, a constructor parameter of a variant"
+        )
+    try:
+        return name, key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        return name, key, value
+
+
+def variant_params(
+    config: BenchConfig,
+    variants: list[str],
+    window: int | None,
+    overrides: list[tuple[str, str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Constructor parameters of the benchmarked variants, later sources winning: the
+    config's ``params``, ``--window`` (every variant with a window parameter), ``--param``."""
+    params = {v: dict(config.params.get(v, {})) for v in variants}
+    if window is not None:
+        for v in variants:
+            if v not in REFERENCES and "window" in registry.get("attention", v).options:
+                params[v]["window"] = window
+    for name, key, value in overrides:
+        if name not in params:
+            _known(name, f"--param {name}.{key}")
+            raise ConfigError(f"--param {name}.{key}: {name!r} is not among the --variants")
+        params[name][key] = value
+        _check_params(name, params[name], f"--param {name}.{key}")
+    return {v: kv for v, kv in params.items() if kv}
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -215,23 +427,16 @@ def measure(
 
 
 def build_variant(name: str, args: argparse.Namespace) -> nn.Module:
-    if name == "sdpa_ref":
-        return SdpaRef(args.d_model, args.heads)
-    if name == "dense_ref":
-        return DenseRef(args.d_model, args.heads)
-    if name == "graph_dense_ref":
-        return GraphDenseRef(args.d_model, args.heads)
-    plugin = registry.get("attention", name)
-    params: dict[str, Any] = {}
-    if "window" in plugin.options:
-        params["window"] = args.window
+    """A reference, or the attention plugin with its parameters from ``args.params``."""
+    if name in REFERENCES:
+        return REFERENCES[name](args.d_model, args.heads)
+    params = args.params.get(name, {})
     return registry.build("attention", name, d_model=args.d_model, heads=args.heads, **params)
 
 
 def needs_edges(name: str) -> bool:
-    if name in REFERENCES:
-        return name == "graph_dense_ref"
-    return bool(registry.get("attention", name).cls.needs_graph)
+    cls = REFERENCES[name] if name in REFERENCES else registry.get("attention", name).cls
+    return bool(cls.needs_graph)
 
 
 def _one_line(e: BaseException) -> str:
@@ -278,60 +483,66 @@ def _get(rows: list[Row], variant: str, n: int, field: str) -> float:
     return math.nan
 
 
-def ratios(rows: list[Row], sizes: list[int], extra: dict[str, float]) -> dict[str, float]:
-    """The comparisons the benchmark exists for (NaN where a variant is missing)."""
-    top = max(sizes)
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def ratios(
+    rows: list[Row], sizes: list[int], comparisons: list[Comparison], extra: dict[str, float]
+) -> dict[str, float]:
+    """The config's comparisons, in its order, then ``extra`` (NaN where a variant is missing)."""
     found: dict[str, float] = {}
-    for v in ("dot", "multihead"):
-        for n in sizes:
-            found[f"{v}/sdpa_ref time @N={n}"] = _get(rows, v, n, "time_ms") / _get(
-                rows, "sdpa_ref", n, "time_ms"
-            )
-    found[f"dot/truncated time (speed-up) @N={top}"] = _get(rows, "dot", top, "time_ms") / _get(
-        rows, "truncated", top, "time_ms"
-    )
-    for ref in ("dot", "dense_ref"):
-        found[f"truncated/{ref} peak memory @N={top}"] = _get(
-            rows, "truncated", top, "peak_mb"
-        ) / _get(rows, ref, top, "peak_mb")
-    if len(sizes) > 1:
-        prev = sorted(sizes)[-2]
-        found[f"truncated time growth N={prev}->{top} (x{top / prev:g} length)"] = _get(
-            rows, "truncated", top, "time_ms"
-        ) / _get(rows, "truncated", prev, "time_ms")
-    found[f"graph_dense_ref/graph time (speed-up) @N={top}"] = _get(
-        rows, "graph_dense_ref", top, "time_ms"
-    ) / _get(rows, "graph", top, "time_ms")
-    found[f"graph_dense_ref/graph peak memory @N={top}"] = _get(
-        rows, "graph_dense_ref", top, "peak_mb"
-    ) / _get(rows, "graph", top, "peak_mb")
+    for comparison in comparisons:
+        found.update(comparison.evaluate(rows, sizes))
     found.update(extra)
     return found
 
 
-def additive_probe(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    """additive's peak memory at the issue's setting: N=4096, d=64, batch 1, 1 head."""
-    n = 4096 if max(args.sizes) >= 4096 else max(args.sizes)
-    probe = argparse.Namespace(
+def run_probe(probe: Probe, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """One variant's peak memory and time at the probe's own setting, from one pass; N is
+    capped at the largest benchmarked size."""
+    n = min(probe.n, max(args.sizes))
+    setting = argparse.Namespace(
         **{
             **vars(args),
-            "d_model": 64,
-            "heads": 1,
-            "batch": 1,
+            "d_model": probe.d_model,
+            "heads": probe.heads,
+            "batch": probe.batch,
             "warmup": 0,
             "repeats": 1,
             "min_time": 0.0,
         }
     )
-    key = f"additive peak MiB @N={n},d=64,B=1,h=1"
+    tag = f"@N={n},d={probe.d_model},B={probe.batch},h={probe.heads}"
+    key = f"{probe.variant} peak MiB {tag}"
     try:
         torch.manual_seed(0)
-        module = build_variant("additive", probe).to(device).train()
-        ms, mb, _ = measure(module, n, probe, None, device)
-        return {key: mb, f"additive fwd+bwd ms @N={n},d=64,B=1,h=1": ms}
+        module = build_variant(probe.variant, setting).to(device).train()
+        edges = None
+        if needs_edges(probe.variant):
+            gen = torch.Generator().manual_seed(1)
+            edges = random_edges(probe.batch, n, args.degree, device, gen)
+        ms, mb, _ = measure(module, n, setting, edges, device)
+        return {key: mb, f"{probe.variant} fwd+bwd ms {tag}": ms}
     except Exception as e:
-        print(f"additive probe failed: {_one_line(e)}", file=sys.stderr)
+        print(f"{probe.variant} probe failed: {_one_line(e)}", file=sys.stderr)
         return {key: math.nan}
+
+
+def run_probes(
+    probes: list[Probe], variants: list[str], args: argparse.Namespace, device: torch.device
+) -> dict[str, float]:
+    """The probes of the benchmarked variants (a probe of a variant not run is skipped)."""
+    found: dict[str, float] = {}
+    for probe in probes:
+        if probe.variant in variants:
+            found.update(run_probe(probe, args, device))
+    return found
+
+
+def _params_text(params: dict[str, dict[str, Any]]) -> str:
+    """``name.key=value, `` for every variant parameter set (empty when none is)."""
+    return "".join(f"{v}.{k}={value}, " for v, kv in params.items() for k, value in kv.items())
 
 
 def print_table(rows: list[Row], found: dict[str, float], args: argparse.Namespace) -> None:
@@ -342,7 +553,7 @@ def print_table(rows: list[Row], found: dict[str, float], args: argparse.Namespa
     table = Table(
         title=f"attention forward+backward on {args.device}, "
         f"{torch.get_num_threads()} thread(s) (batch={args.batch}, "
-        f"heads={args.heads}, d_model={args.d_model}, window={args.window}, "
+        f"heads={args.heads}, d_model={args.d_model}, {_params_text(args.params)}"
         f"degree={args.degree}, median of >= {args.repeats} passes "
         f"and >= {args.min_time:g} s)"
     )
@@ -439,7 +650,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--window", type=int, default=64, help="window of variants that take one")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="window of every variant that takes one (default: the config's params)",
+    )
+    p.add_argument(
+        "--param",
+        type=parse_param,
+        action="append",
+        default=[],
+        metavar="VARIANT.PARAMETER=VALUE",
+        help="a variant's constructor parameter, e.g. truncated.window=32 (repeatable; "
+        "overrides the config and --window)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML with the ratios, probes and variant parameters to use "
+        "(default: attnbench's conf/bench/attention.yaml)",
+    )
     p.add_argument("--degree", type=int, default=8, help="average degree of the random graph")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=3, help="timed passes at least (median reported)")
@@ -479,6 +712,7 @@ def parser() -> argparse.ArgumentParser:
         "of the process) or leave glibc's defaults",
     )
     p.add_argument("--out", type=Path, default=Path("bench_results"))
+    p.set_defaults(params={})  # resolved by main from the config, --window and --param
     return p
 
 
@@ -541,6 +775,8 @@ def main(argv: list[str] | None = None) -> None:
             raise registry.UnknownPluginError(
                 f"unknown --variants entry {v!r}; {registry.suggest(v, known)}"
             )
+    config = load_config(args.config)
+    args.params = variant_params(config, variants, args.window, args.param)
 
     undo = _limit_memory(args.mem_limit_gb) if device.type == "cpu" and args.mem_limit_gb else None
     try:
@@ -548,11 +784,11 @@ def main(argv: list[str] | None = None) -> None:
         for v in variants:
             print(f"benchmarking {v} ...", file=sys.stderr, flush=True)
             rows += run_variant(v, args, device)
-        extra = additive_probe(args, device) if "additive" in variants else {}
+        extra = run_probes(config.probes, variants, args, device)
     finally:
         if undo is not None:
             undo()
-    found = ratios(rows, args.sizes, extra)
+    found = ratios(rows, args.sizes, config.comparisons, extra)
     print_table(rows, found, args)
     write_outputs(rows, found, args.out)
     print(

@@ -17,7 +17,7 @@ from torch import nn
 from attnbench import registry
 from attnbench.registry import ConfigError
 
-Plugins = dict[str, tuple[str, dict[str, Any]]]  # kind -> (name, params), as train.selected
+Plugins = dict[str, tuple[str, dict[str, Any]]]  # kind -> (name, params), as builders.selected
 
 
 def _count(modules: list[nn.Module]) -> int:
@@ -100,11 +100,23 @@ def match_width(
     return width, n
 
 
+def _split_reference(reference: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(model name, its parameters) of ``match_params.reference``; the name is required."""
+    params = dict(reference or {})
+    name = params.pop("_name_", None)
+    if not name:
+        raise ConfigError(
+            "match_params.reference._name_ is not set: name the model the others are matched "
+            "to, e.g. match_params.reference._name_=NAME (models: "
+            f"{', '.join(registry.available('model'))})"
+        )
+    return name, params
+
+
 def reference_params(plugins: Plugins, task, reference: dict[str, Any]) -> int:
-    """Parameter count of the reference model (``{_name_: transformer, d_model: 128, ...}``)
+    """Parameter count of the reference model (``{_name_: <model>, d_model: 128, ...}``)
     with the selected attention and positional encoding."""
-    params = dict(reference)
-    name = params.pop("_name_", "transformer")
+    name, params = _split_reference(reference)
     registry.check_params("model", name, params)
     return count_params({**plugins, "model": (name, params)}, task)
 
@@ -118,11 +130,11 @@ def match_widths(
 ) -> Plugins:
     """The selected plugins with the model's width set to match the reference's parameter
     count. The reference model itself (same name) is built as the reference: its
-    ``match_params.reference`` parameters replace the model's own."""
-    reference = dict(reference or {"_name_": "transformer"})
+    ``match_params.reference`` parameters replace the model's own. ``reference`` must name
+    its model (``_name_``): a ConfigError says how otherwise."""
+    reference_name, shape = _split_reference(reference)
     name = plugins["model"][0]
-    if name == reference.get("_name_", "transformer"):
-        shape = {k: v for k, v in reference.items() if k != "_name_"}
+    if name == reference_name:
         registry.check_params("model", name, shape)
         return {**plugins, "model": (name, {**plugins["model"][1], **shape})}
     target = reference_params(plugins, task, reference)

@@ -121,3 +121,16 @@ def test_every_compare_preset_matches_its_backbones(tmp_path, preset, task_name)
         counts[model] = count_params(matched, task)
     target = counts["transformer"]
     assert all(abs(n - target) <= 0.1 * target for n in counts.values()), counts
+
+
+@pytest.mark.parametrize("reference", [None, {}, {"d_model": 64}, {"_name_": None, "d_model": 64}])
+def test_a_reference_without_a_model_name_is_a_one_line_config_error(setups, reference):
+    """No model is assumed: the reference names its own, and the error says how to set it."""
+    _, plugins, task = setups["sentiment"]
+    with pytest.raises(ConfigError, match=r"match_params\.reference\._name_ is not set") as info:
+        match_widths({**plugins, "model": ("cnn", {})}, task, reference=reference)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "match_params.reference._name_=NAME" in message
+    with pytest.raises(ConfigError, match=r"match_params\.reference\._name_ is not set"):
+        reference_params(plugins, task, reference)

@@ -144,9 +144,28 @@ class RunStats(Callback):
             self._val_seconds += time.perf_counter() - self._val_start
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        seconds = time.perf_counter() - self._epoch_start - self._val_seconds
+        seconds = self._open_epoch_seconds()
+        self._epoch_start = None
         self.epoch_seconds.append(seconds)
         self.train_seconds += seconds
+
+    def _open_epoch_seconds(self) -> float:
+        return time.perf_counter() - self._epoch_start - self._val_seconds
+
+    # Kept in the checkpoint, so a resumed run's summary covers every epoch. The checkpoint
+    # is written after validation, before on_train_epoch_end: count the open epoch there.
+    def state_dict(self) -> dict:
+        open_epoch = [self._open_epoch_seconds()] if self._epoch_start is not None else []
+        return {
+            "samples": self.samples,
+            "epoch_seconds": self.epoch_seconds + open_epoch,
+            "train_seconds": self.train_seconds + sum(open_epoch),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.samples = state_dict["samples"]
+        self.epoch_seconds = list(state_dict["epoch_seconds"])
+        self.train_seconds = state_dict["train_seconds"]
 
     @property
     def samples_per_second(self) -> float | None:

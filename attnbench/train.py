@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 import warnings
@@ -24,6 +26,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from attnbench import registry
 from attnbench.builders import build_backbone, selected
+from attnbench.callbacks import Diverged, LogHistory, StopOnDivergence
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
 
 # Lightning's advertising tip and a torch-version deprecation inside Lightning are noise in
@@ -52,10 +55,54 @@ def versions() -> dict[str, str]:
     return found
 
 
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN or Infinity: non-finite numbers become null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Strict JSON (non-finite numbers as null), replaced atomically: a crash never leaves
+    a half-written file."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)  # a crash never leaves a half-written summary
+    text = json.dumps(finite_or_none(data), indent=2, sort_keys=True, allow_nan=False)
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
+def checked_checkpoint(ckpt_path: Any) -> str | None:
+    """A local checkpoint file that loads with ``weights_only=True`` (no code runs from
+    it), or a one-line error naming the file. Checked before any data is loaded."""
+    if ckpt_path is None:
+        return None
+    path = str(ckpt_path)
+    if "://" in path:
+        raise registry.ConfigError(
+            f"ckpt_path={path}: only local checkpoint files are accepted (a remote one could "
+            "run code when loaded); download it and pass its path"
+        )
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise registry.ConfigError(
+            f"ckpt_path={path}: no such file; pass a run's checkpoints/last.ckpt"
+        )
+    if file.stat().st_size == 0:
+        raise registry.ConfigError(f"ckpt_path={path}: the file is empty")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, random bytes, or a pickle that wants to run code
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise registry.ConfigError(
+            f"ckpt_path={path}: not a loadable checkpoint ({type(e).__name__}: {reason})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise registry.ConfigError(f"ckpt_path={path}: not a Lightning checkpoint (no state_dict)")
+    return str(file)
 
 
 def _number(value: Any) -> float:
@@ -63,11 +110,14 @@ def _number(value: Any) -> float:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, validate and test one configuration; returns the summary (also on disk)."""
+    """Fit, validate and test one configuration; returns the summary (also on disk).
+
+    A run that fails raises; one that diverges returns its summary with
+    ``"status": "diverged"`` and the reason."""
     failed = True
     try:
         summary = _run(cfg)
-        failed = False
+        failed = summary["status"] != "ok"
         return summary
     finally:
         finish_wandb(failed)
@@ -76,6 +126,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     plugins = selected(cfg)
+    ckpt_path = checked_checkpoint(cfg.ckpt_path)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; in-process callers may not
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -101,6 +152,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             enable_version_counter=False,
         ),
         ReseedEachStep(cfg.seed),
+        StopOnDivergence(),
+        LogHistory(),
         stats,
         *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
     ]
@@ -109,17 +162,27 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
     data = TaskData(task)
-    trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
+    if ckpt_path:
+        carry_log_history(Path(ckpt_path), out_dir)
+    status, reason = "ok", None
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    except Diverged as e:
+        status, reason = "diverged", str(e)
+        print(f"attnbench: {reason}", file=sys.stderr)
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
-    if "test" not in task.unlabeled_splits:
-        for result in trainer.test(model, datamodule=data, verbose=False):
-            metrics.update({k: _number(v) for k, v in result.items()})
     predictions = {}
-    for split in dict.fromkeys((*task.unlabeled_splits, *task.prediction_splits)):
-        outputs = trainer.predict(model, dataloaders=task.dataloader(split))
-        predictions[split] = str(task.save_predictions(split, outputs, out_dir))
+    if status == "ok":
+        if "test" not in task.unlabeled_splits:
+            for result in trainer.test(model, datamodule=data, verbose=False):
+                metrics.update({k: _number(v) for k, v in result.items()})
+        for split in dict.fromkeys((*task.unlabeled_splits, *task.prediction_splits)):
+            outputs = trainer.predict(model, dataloaders=task.dataloader(split))
+            predictions[split] = str(task.save_predictions(split, outputs, out_dir))
 
     summary = {
+        "status": status,
+        "reason": reason,
         "metrics": dict(sorted(metrics.items())),
         "optimized_metric": metric_name,
         "plugins": {kind: {"name": name, **params} for kind, (name, params) in plugins.items()},
@@ -138,6 +201,45 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def record_failure(reason: str) -> None:
+    """Write why this job failed into its own directory, as a summary with status "failed"
+    (reports list it). An earlier successful summary there is never overwritten: the
+    failure then goes to failed.json beside it."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "status": "failed",
+        "reason": reason,
+        "metrics": {},
+        "overrides": list(HydraConfig.get().overrides.task),
+        "versions": versions(),
+    }
+    target = out_dir / "summary.json"
+    if target.is_file():
+        try:
+            earlier = json.loads(target.read_text()).get("status", "ok")
+        except ValueError:
+            earlier = "unreadable"
+        if earlier == "ok":
+            target = out_dir / "failed.json"
+    write_json_atomic(target, record)
+
+
+def carry_log_history(ckpt: Path, out_dir: Path) -> None:
+    """Resuming into a new directory from another run's checkpoint: start its CSV log from
+    the earlier run's (LogHistory then keeps the rows the checkpoint had seen)."""
+    earlier = ckpt.resolve().parent.parent / "csv" / "metrics.csv"
+    mine = out_dir / "csv" / "metrics.csv"
+    if earlier.is_file() and not mine.exists() and earlier.parent != mine.parent.resolve():
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(earlier, mine)
 
 
 def finish_wandb(failed: bool) -> None:

@@ -1,0 +1,62 @@
+"""Callbacks of every run: stop on divergence, keep the log history across resumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from attnbench.loggers import CSVLogger
+from attnbench.registry import AttnbenchError
+
+
+class Diverged(AttnbenchError):
+    """Training produced a non-finite loss."""
+
+
+class StopOnDivergence(Callback):
+    """A non-finite training loss ends the run at once, with one line saying where.
+
+    Lightning's EarlyStopping(check_finite=True) looks only at a validation metric after a
+    whole epoch; a NaN loss poisons the weights at the first step, so check every step."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss.detach()).all():
+            raise Diverged(
+                f"training diverged at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step}: loss {loss.detach().float().item()}; "
+                "lower optim.lr or add warm-up (optim.warmup_steps)"
+            )
+
+
+class LogHistory(Callback):
+    """Resume without losing or repeating CSV rows: a checkpoint records how many rows the
+    log held when it was written; a resumed run cuts the log back to them and appends, a
+    fresh run into the same directory starts the log afresh."""
+
+    KEY = "attnbench_csv_rows"
+
+    def __init__(self):
+        self.restored: dict[str, int] = {}
+
+    @staticmethod
+    def _writers(trainer: pl.Trainer) -> dict[str, Any]:
+        # keyed by the logger's name, not its path: a moved run directory still resumes
+        return {
+            logger.name: logger.experiment
+            for logger in trainer.loggers
+            if isinstance(logger, CSVLogger)
+        }
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.KEY] = {d: w.rows() for d, w in self._writers(trainer).items()}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self.restored = dict(checkpoint.get(self.KEY, {}))
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for name, writer in self._writers(trainer).items():
+            writer.keep_rows(self.restored.get(name, 0))

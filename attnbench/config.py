@@ -1,20 +1,25 @@
 """Plugin signatures -> Hydra ConfigStore nodes, and the checks run on a composed config.
 
 Every registered plugin becomes the option ``<kind>=<name>`` with a node holding its
-settable constructor parameters plus ``_name_`` (which plugin to build). Nodes are left
-open (not struct) so a misspelled key reaches :func:`validate`, whose error names the
-allowed parameters and the close matches instead of Hydra's bare "not in struct".
+settable constructor parameters plus ``_name_`` (which plugin to build); a parameter without
+a default is Hydra's mandatory ``???``. Nodes are left open (not struct) so a misspelled key
+reaches :func:`plugin_params`, whose error names the allowed parameters and the close
+matches instead of Hydra's bare "not in struct"; it also checks every value against the
+constructor's annotations and ranges (:mod:`attnbench.params`).
 """
 
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import Any
 
 from attnbench import registry
+from attnbench.params import SUPPLIED, BadValue, param_specs
 
 NAME_KEY = "_name_"
+MISSING = "???"  # Hydra's mandatory value: a required parameter the user must set
 _PRIMITIVES = (bool, int, float, str, type(None))
 
 
@@ -33,11 +38,18 @@ def _is_storable(value: Any) -> bool:
 
 
 def plugin_node(plugin: registry.Plugin) -> dict[str, Any]:
+    """The parameters a user sets: defaults as they are, required ones as Hydra's mandatory
+    ``???`` (settable as ``attention.x=3``, reported by :func:`plugin_params` if not)."""
     node = {NAME_KEY: plugin.name}
-    for key, default in plugin.options.items():
-        value = _to_yaml_value(default)
+    for spec in param_specs(plugin):
+        if spec.supplied:
+            continue
+        if spec.required:
+            node[spec.name] = MISSING
+            continue
+        value = _to_yaml_value(spec.default)
         if _is_storable(value):
-            node[key] = value
+            node[spec.name] = value
     return node
 
 
@@ -55,42 +67,86 @@ def store_plugins() -> None:
         )
 
 
-def _type_ok(value: Any, default: Any) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return True
+def _show(value: Any) -> str:
+    """A value as it is written on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
+def _as_dict(node: Any) -> tuple[dict[str, Any], set[str]]:
+    """A group node's values, interpolations resolved, and the keys still missing (``???``)."""
+    from omegaconf import OmegaConf
+
+    if isinstance(node, dict):
+        return dict(node), {k for k, v in node.items() if v == MISSING}
+    missing = {k for k in node if OmegaConf.is_missing(node, k)}
+    return dict(OmegaConf.to_container(node, resolve=True)), missing
 
 
 def plugin_params(kind: str, node: Any) -> tuple[str, dict[str, Any]]:
-    """Split a composed group node into (plugin name, checked parameters)."""
-    from omegaconf import OmegaConf
+    """Split a composed group node into (plugin name, checked parameters).
 
-    params = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else node
-    params = dict(params)
+    Every value is checked against the constructor's annotation and range (see
+    :mod:`attnbench.params`); the first bad one fails with one line naming the parameter,
+    the value and what is allowed."""
+    params, missing = _as_dict(node)
     name = params.pop(NAME_KEY, None)
     if name is None:
         raise registry.AttnbenchError(
             f"the {kind} config has no {NAME_KEY}; select a plugin with {kind}=<name> "
             f"(see `attnbench list {kind}`)"
         )
-    registry.check_params(kind, name, params)
-    options = registry.get(kind, name).options
+    specs = {spec.name: spec for spec in param_specs(registry.get(kind, name))}
+    settable = sorted(n for n, spec in specs.items() if not spec.supplied)
+    checked = {}
     for key, value in params.items():
-        default = options[key]
-        if not _type_ok(value, default):
+        spec = specs.get(key)
+        if spec is None:
             raise registry.PluginParameterError(
-                f"{kind}.{key}={value!r} has the wrong type: {kind} {name!r} expects "
-                f"{type(default).__name__} (default {default!r})"
+                f"{kind} {name!r} has no parameter {key!r}; "
+                f"{registry.suggest(key, settable).replace('available', 'allowed')}"
             )
-    return name, params
+        if spec.supplied:
+            raise registry.PluginParameterError(
+                f"{kind}.{key} is passed to {kind} {name!r} by the harness, not set in the "
+                f"{kind} config; set {SUPPLIED[kind][key]} instead"
+            )
+        if key in missing:
+            continue  # reported below with the required ones never given
+        try:
+            checked[key] = spec.check(value)
+        except BadValue as e:
+            raise registry.ConfigError(
+                f"{kind}.{key}={_show(value)} {e.reason} for {kind} {name!r}; allowed: {e.allowed}"
+            ) from None
+    for spec in specs.values():
+        if spec.required and not spec.supplied and spec.name not in checked:
+            raise registry.PluginParameterError(
+                f"{kind} {name!r} needs parameter {spec.name!r} ({spec.type_name}); "
+                f"set it with {kind}.{spec.name}=VALUE"
+            )
+    return name, checked
+
+
+def _wandb_offline() -> bool:
+    """Offline unless the user has a wandb account configured (or asked for a mode)."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode:
+        return mode in ("offline", "dryrun", "disabled")
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("attnbench.wandb_offline"):
+        OmegaConf.register_new_resolver("attnbench.wandb_offline", _wandb_offline)
 
 
 def signature_text(plugin: registry.Plugin) -> str:
@@ -102,8 +158,6 @@ def compose_plain(overrides: list[str], config_name: str = "config"):
     """The composed config without Hydra's own node, interpolations unresolved."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
-
-    from attnbench.cli import register_resolvers
 
     store_plugins()
     register_resolvers()
@@ -118,8 +172,6 @@ def compose(overrides: list[str], output_dir: str | Path, config_name: str = "co
     from hydra import initialize_config_module
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
-
-    from attnbench.cli import register_resolvers
 
     store_plugins()
     register_resolvers()

@@ -7,9 +7,7 @@ Lightning, torchmetrics or wandb; a run imports the training stack when it start
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 from attnbench import registry
 
@@ -34,33 +32,38 @@ def _check_selected_names(overrides: list[str]) -> None:
                 registry.get(key, name)
 
 
-def _wandb_offline() -> bool:
-    """Offline unless the user has a wandb account configured (or asked for a mode)."""
-    mode = os.environ.get("WANDB_MODE")
-    if mode:
-        return mode in ("offline", "dryrun", "disabled")
-    if os.environ.get("WANDB_API_KEY"):
-        return False
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-
-def register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("attnbench.wandb_offline"):
-        OmegaConf.register_new_resolver("attnbench.wandb_offline", _wandb_offline)
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def train_task(cfg) -> float | None:
-    """The Hydra task function: one run; returns ``optimized_metric`` for sweepers."""
-    from attnbench.train import run
+    """The Hydra task function: one run; returns ``optimized_metric`` for sweepers.
+
+    A failing job records why in its own directory (see :func:`attnbench.train.record_failure`).
+    Alone, it exits at once (2 for bad input, 1 otherwise); in a sweep the other jobs go on
+    and the sweep's end lists the failures (:class:`attnbench.sweep.SweepReport`)."""
+    from attnbench.train import one_line, record_failure, run
 
     try:
         summary = run(cfg)
     except registry.AttnbenchError as e:
-        _fail(str(e))
+        record_failure(str(e))
+        if not _in_sweep():
+            _fail(str(e))
+        print(f"attnbench: error: {e}", file=sys.stderr)
+        return None
+    except Exception as e:  # a bug: alone, Hydra shows the traceback; a sweep goes on
+        record_failure(one_line(e))
+        if not _in_sweep():
+            raise
+        print(f"attnbench: job failed: {one_line(e)}", file=sys.stderr)
+        return None
     _print_result(summary)
+    if summary["status"] != "ok" and not _in_sweep():
+        sys.exit(1)
     return summary["metrics"].get(summary["optimized_metric"])
 
 
@@ -82,7 +85,8 @@ def _print_result(summary: dict) -> None:
 def _hydra_main(argv: list[str]) -> None:
     import hydra
 
-    from attnbench.config import store_plugins
+    from attnbench import sweep
+    from attnbench.config import register_resolvers, store_plugins
 
     store_plugins()
     register_resolvers()
@@ -91,6 +95,8 @@ def _hydra_main(argv: list[str]) -> None:
     hydra.main(version_base="1.3", config_path="pkg://attnbench.conf", config_name="config")(
         train_task
     )()
+    if sweep.failed_jobs:  # set by SweepReport at the end of a multirun
+        sys.exit(1)
 
 
 HELP_HEADER = """\

@@ -31,13 +31,7 @@ class LitModel(pl.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
-    @property
-    def backbone(self) -> torch.nn.Module:
-        """The net's backbone (the run summary reads its receptive_field)."""
-        return self.net.backbone
-
-    def forward(self, batch: Any, stage: Stage = "train") -> Any:
-        # stage defaults to a training step, as a hand-written loop calls model(batch)
+    def forward(self, batch: Any, stage: Stage) -> Any:
         return self.task.forward(self.net, batch, stage)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

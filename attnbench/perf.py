@@ -46,7 +46,7 @@ def _hand_written_loop(model, task, optim: dict, epochs: int, clip: float) -> li
         loader.batch_sampler.sampler.set_epoch(epoch)
         samples, t0 = 0, time.perf_counter()
         for batch in loader:
-            loss = task.loss(model(batch), batch)
+            loss = task.loss(task.forward(model.net, batch, "train"), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

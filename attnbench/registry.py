@@ -3,7 +3,12 @@
 Sources, searched the first time a name is needed (never at ``import attnbench``):
   * the entry-point group ``attnbench.plugins`` (attnbench's own built-in plugins are one
     such entry point, so they are found exactly as a third party's are);
-  * directories listed in ``ATTNBENCH_PLUGIN_PATH`` (os.pathsep-separated), every ``*.py``.
+  * directories listed in ``ATTNBENCH_PLUGIN_PATH`` (os.pathsep-separated): every ``*.py``
+    file in them and their subfolders, except those in a file or folder whose name starts
+    with ``.`` or ``_`` (hidden, private, ``__pycache__``).
+
+A plugin module that raises anything at import, ``SystemExit`` included, is recorded as
+broken (shown by ``attnbench list``) and the others still load.
 
 Importing this module must stay cheap: no torch, no plugin.
 """
@@ -193,7 +198,8 @@ def _importing(source: str) -> Iterator[None]:
 def _import_guarded(label: str, source: str, load) -> Any:
     """Import one plugin module; a failure is recorded and warned about, never raised."""
     try:
-        with _importing(source):
+        # what a plugin prints at import goes to stderr: `attnbench list` output stays clean
+        with _importing(source), contextlib.redirect_stdout(sys.stderr):
             return load()
     except (Exception, SystemExit) as e:  # a broken plugin must not take the others down
         msg = f"{type(e).__name__}: {e}"
@@ -256,7 +262,8 @@ def _discover_paths() -> None:
             )
             continue
         for path in sorted(root.rglob("*.py")):
-            if not path.name.startswith(("_", ".")):
+            # hidden and private files and folders (.git, .venv, __pycache__, _drafts) are skipped
+            if not any(part.startswith(("_", ".")) for part in path.relative_to(root).parts):
                 _import_guarded(str(path), f"path {root}", lambda p=path: _load_file(p))
 
 

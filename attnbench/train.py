@@ -188,7 +188,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "plugins": {kind: {"name": name, **params} for kind, (name, params) in plugins.items()},
         "predictions": predictions,
         "params": sum(p.numel() for p in model.parameters()),
-        "receptive_field": getattr(model.backbone, "receptive_field", None),
+        "receptive_field": getattr(model.net.backbone, "receptive_field", None),
         "train_samples_per_s": stats.samples_per_second,
         "train_seconds": stats.train_seconds,
         "epoch_seconds": stats.epoch_seconds,

@@ -191,7 +191,10 @@ def test_bad_parameter_is_rejected_before_training(override, expected, tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert expected in result.stderr
-    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "checkpoints").exists()
+    failure = json.loads((tmp_path / "summary.json").read_text())  # documents the failure
+    assert failure["status"] == "failed" and expected in failure["reason"]
+    assert failure["metrics"] == {}
 
 
 def test_summary_is_json_and_not_written_on_failure(tmp_path):

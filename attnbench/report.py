@@ -1,6 +1,7 @@
 """``attnbench report``: aggregate the summary.json files of runs (a sweep's directory, or
 several) into one table: a metric's mean ± std over the runs of each group (seeds), with
-parameter count and wall time per run.
+parameter count and wall time per run. Runs that failed or diverged, jobs that left no
+summary (killed, never ran) and runs without a value for the metric are listed under it.
 
     attnbench report multirun/2026-11-21 --metric test/acc --pivot model.name
 """
@@ -8,17 +9,61 @@ parameter count and wall time per run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from attnbench.registry import ConfigError, suggest
+from attnbench.sweep import job_outcomes
 
 DEFAULT_GROUP = "task.name,task.dataset,model.name"
+
+
+@dataclass
+class Run:
+    path: Path  # its summary.json
+    directory: str  # as listed: relative to the directory given (prefixed by it if several)
+    summary: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status") or "ok")  # older summaries have no status
+
+
+@dataclass
+class Runs:
+    """What the given directories hold: readable summaries (any status) and the jobs that
+    left none, as ``(status, directory, reason)`` lines."""
+
+    runs: list[Run] = dataclasses.field(default_factory=list)
+    missing: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> list[Run]:
+        return [r for r in self.runs if r.status == "ok"]
+
+    def left_out(self) -> list[tuple[str, str, str]]:
+        """Runs kept out of the means (not ok) and missing jobs, in directory order."""
+        bad = [
+            (r.status, r.directory, str(r.summary.get("reason") or "no reason recorded"))
+            for r in self.runs
+            if r.status != "ok"
+        ]
+        return sorted(bad + self.missing, key=lambda line: natural(line[1]))
+
+
+def natural(text: str) -> list[Any]:
+    """Sort key putting job 2 before job 10."""
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)
+    ]
 
 
 def find_summaries(paths: list[Path]) -> list[Path]:
@@ -36,16 +81,73 @@ def find_summaries(paths: list[Path]) -> list[Path]:
     return found
 
 
+def load(path: Path) -> dict[str, Any] | None:
+    """A summary, or None with a note saying why it is skipped."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        print(f"attnbench report: skipping {path}: {e}", file=sys.stderr)
+        return None
+    if not isinstance(summary, dict):
+        print(f"attnbench report: skipping {path}: not a JSON object", file=sys.stderr)
+        return None
+    return summary
+
+
+def collect(paths: list[Path]) -> Runs:
+    """Every run under ``paths`` (each summary read once, even if two paths overlap), and
+    the Hydra job directories there with no summary.json."""
+    collected, seen = Runs(), set()
+
+    def label(given: Path, directory: Path) -> str:
+        relative = directory.relative_to(given)
+        if relative == Path("."):
+            return str(given)
+        return str(given / relative) if len(paths) > 1 else str(relative)
+
+    for given in paths:
+        summaries = find_summaries([given])
+        missing = []
+        if given.is_dir():
+            missing = [
+                (status, label(given, job), reason)
+                for job, (status, reason) in job_outcomes(given).items()
+                if status == "missing" and not (job / "summary.json").exists()
+            ]  # an unreadable summary.json is skipped with a note instead
+            if not summaries and not missing:
+                raise ConfigError(
+                    f"{given}: holds no run (no summary.json, no job directory); point at "
+                    "the directories runs wrote (outputs/ or multirun/)"
+                )
+        collected.missing += missing
+        for path in summaries:
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            summary = load(path)
+            if summary is not None:
+                directory = label(given, path.parent) if given.is_dir() else str(path.parent)
+                collected.runs.append(Run(path, directory, summary))
+    return collected
+
+
 def field(summary: dict[str, Any], key: str) -> Any:
     """A group field: ``model.name`` reads plugins.model.name; other keys (``seed``) are
     read from the top level."""
-    plugins = summary.get("plugins", {})
+    plugins = summary.get("plugins") or {}
     node: Any = plugins if key.split(".")[0] in plugins else summary
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
     return node
+
+
+def finite(value: Any) -> float | None:
+    """A metric's value, or None where there is none (null, NaN from older summaries)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -60,11 +162,19 @@ def fmt(mean: float, std: float, scale: float) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+def seed_order(seed: Any) -> tuple:
+    """Seeds sort numerically; a missing or odd one goes last instead of failing."""
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool):
+        return (0, seed, "")
+    return (1, 0, str(seed))
+
+
 def plugin_settings(summary: dict[str, Any]) -> dict[str, Any]:
     """Flat ``kind.param -> value`` of every plugin setting a run used."""
     return {
         f"{kind}.{k}": json.dumps(v, sort_keys=True)
-        for kind, params in summary.get("plugins", {}).items()
+        for kind, params in (summary.get("plugins") or {}).items()
+        if isinstance(params, dict)
         for k, v in params.items()
     }
 
@@ -82,47 +192,63 @@ def warn_if_mixed(group: dict[str, Any], runs: list[dict[str, Any]]) -> None:
             file=sys.stderr,
         )
     seeds = [r.get("seed") for r in runs]
-    if len(set(seeds)) < len(seeds):
+    if len(set(map(str, seeds))) < len(seeds):
         print(
-            f"attnbench report: {label}: seed repeated among {sorted(seeds)}; point at one "
-            "sweep's directory or add a field to --group",
+            f"attnbench report: {label}: seed repeated among {sorted(seeds, key=seed_order)}; "
+            "point at one sweep's directory or add a field to --group",
             file=sys.stderr,
         )
 
 
-def aggregate(summaries: list[Path], metric: str, group: list[str]) -> list[dict[str, Any]]:
-    runs: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for path in summaries:
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            print(f"attnbench report: skipping {path}: {e}", file=sys.stderr)
-            continue
-        if metric not in summary.get("metrics", {}):
+def typical(values: list[Any], how: Any) -> float:
+    """``how`` (median, mean) of the numbers among ``values``; NaN when there is none."""
+    numbers = [v for v in map(finite, values) if v is not None]
+    return how(numbers) if numbers else math.nan
+
+
+def aggregate(
+    runs: list[Run], metric: str, group: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of the table from ok runs, and the directories of those whose value of
+    ``metric`` is null (counted as missing, never as a number)."""
+    pooled: dict[tuple, list[tuple[dict[str, Any], float]]] = defaultdict(list)
+    no_value = []
+    for run in runs:
+        metrics = run.summary.get("metrics") or {}
+        if metric not in metrics:
             print(
-                f"attnbench report: skipping {path}: no {metric} (it has "
-                f"{', '.join(sorted(summary.get('metrics', {}))) or 'no metrics'})",
+                f"attnbench report: skipping {run.path}: no {metric} (it has "
+                f"{', '.join(sorted(metrics)) or 'no metrics'})",
                 file=sys.stderr,
             )
             continue
-        runs[tuple(field(summary, k) for k in group)].append(summary)
+        value = finite(metrics[metric])
+        if value is None:
+            no_value.append(run.directory)
+            continue
+        pooled[tuple(field(run.summary, k) for k in group)].append((run.summary, value))
     rows = []
-    for key, group_runs in sorted(runs.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        warn_if_mixed(dict(zip(group, key)), group_runs)
-        values = [r["metrics"][metric] for r in group_runs]
-        mean, std = mean_std(values)
+    for key, members in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        summaries = [s for s, _ in members]
+        warn_if_mixed(dict(zip(group, key)), summaries)
+        mean, std = mean_std([v for _, v in members])
         rows.append(
             {
                 **dict(zip(group, key)),
-                "n": len(values),
+                "n": len(members),
                 "mean": mean,
                 "std": std,
-                "seeds": sorted(r.get("seed") for r in group_runs),
-                "params": statistics.median(r.get("params", math.nan) for r in group_runs),
-                "wall_s": statistics.fmean(r.get("wall_seconds", math.nan) for r in group_runs),
+                "seeds": sorted((s.get("seed") for s in summaries), key=seed_order),
+                "params": typical([s.get("params") for s in summaries], statistics.median),
+                "wall_s": typical([s.get("wall_seconds") for s in summaries], statistics.fmean),
             }
         )
-    return rows
+    return rows, sorted(no_value, key=natural)
+
+
+def number(value: float, spec: str) -> str:
+    """A table cell; "–" where no run recorded the number."""
+    return "–" if math.isnan(value) else format(value, spec)
 
 
 def markdown(header: list[str], body: list[list[str]]) -> str:
@@ -138,8 +264,8 @@ def long_table(rows: list[dict[str, Any]], group: list[str], metric: str, scale:
         + [
             fmt(r["mean"], r["std"], scale),
             str(r["n"]),
-            f"{r['params']:,.0f}",
-            f"{r['wall_s']:.0f}",
+            number(r["params"], ",.0f"),
+            number(r["wall_s"], ".0f"),
         ]
         for r in rows
     ]
@@ -153,25 +279,30 @@ def pivot_table(rows: list[dict[str, Any]], group: list[str], pivot: str, scale:
     cells: dict[tuple, dict[Any, str]] = defaultdict(dict)
     for r in rows:
         cells[tuple(r[k] for k in rest)][r[pivot]] = (
-            f"{fmt(r['mean'], r['std'], scale)} (n={r['n']}, {r['wall_s']:.0f} s)"
+            f"{fmt(r['mean'], r['std'], scale)} (n={r['n']}, {number(r['wall_s'], '.0f')} s)"
         )
     body = [[*map(str, key), *(cells[key].get(c, "–") for c in columns)] for key in cells]
     return markdown([*rest, *map(str, columns)], body)
 
 
-def known(summaries: list[Path], what: str) -> list[str]:
+def notes(left_out: list[tuple[str, str, str]], no_value: list[str], metric: str) -> list[str]:
+    """The lines under the table: one per run kept out of it, and the runs with no value."""
+    lines = [f"- {status}: {directory}: {reason}" for status, directory, reason in left_out]
+    if no_value:
+        runs = "1 run" if len(no_value) == 1 else f"{len(no_value)} runs"
+        lines.append(f"- {runs} had no value for {metric}: {', '.join(no_value)}")
+    return lines
+
+
+def known(runs: list[Run], what: str) -> list[str]:
     """Metric names, or group fields (``kind.param`` and top-level keys), the runs have."""
     names: set[str] = set()
-    for path in summaries:
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+    for run in runs:
         if what == "metrics":
-            names |= set(summary.get("metrics", {}))
+            names |= set(run.summary.get("metrics") or {})
         else:
-            names |= set(plugin_settings(summary)) | {
-                k for k, v in summary.items() if not isinstance(v, dict)
+            names |= set(plugin_settings(run.summary)) | {
+                k for k, v in run.summary.items() if not isinstance(v, dict)
             }
     return sorted(names)
 
@@ -190,11 +321,17 @@ def parser() -> argparse.ArgumentParser:
         "--pivot", default="", help="a group field to spread over columns, e.g. model.name"
     )
     p.add_argument("--percent", action="store_true", help="print the metric x100")
-    p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="also write the rows, the runs left out and those with no value to this JSON file",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Prints the table; exit status 0 whenever it could report (failed runs included), a
+    one-line ConfigError (exit 2) for a path with no run or a misspelled metric or field."""
     args = parser().parse_args(argv)
     group = [k.strip() for k in args.group.split(",") if k.strip()]
     if args.pivot and args.pivot not in group:
@@ -202,31 +339,42 @@ def main(argv: list[str] | None = None) -> None:
             f"--pivot {args.pivot} is not one of the --group fields "
             f"({', '.join(group)}); add it to --group"
         )
-    summaries = find_summaries(args.paths)
-    if not summaries:
+    collected = collect(args.paths)
+    if not collected.runs and not collected.missing:
         raise ConfigError(
-            f"no summary.json under {', '.join(map(str, args.paths))}; "
+            f"no readable summary.json under {', '.join(map(str, args.paths))}; "
             "point at the directories runs wrote (outputs/ or multirun/)"
         )
-    rows = aggregate(summaries, args.metric, group)
-    if not rows:
+    ok = collected.ok
+    if ok and args.metric not in known(collected.runs, "metrics"):
         raise ConfigError(
-            f"none of the {len(summaries)} summary.json files has "
-            f"{args.metric!r}; {suggest(args.metric, known(summaries, 'metrics'))}"
+            f"none of the {len(collected.runs)} summary.json files has "
+            f"{args.metric!r}; {suggest(args.metric, known(collected.runs, 'metrics'))}"
         )
+    rows, no_value = aggregate(ok, args.metric, group)
     for key in group:
-        if all(r[key] is None for r in rows):
+        if rows and all(r[key] is None for r in rows):
             raise ConfigError(
-                f"no run has the --group field {key!r}; {suggest(key, known(summaries, 'fields'))}"
+                f"no run has the --group field {key!r}; {suggest(key, known(ok, 'fields'))}"
             )
     scale = 100.0 if args.percent else 1.0
     if args.pivot:
         print(pivot_table(rows, group, args.pivot, scale))
     else:
         print(long_table(rows, group, args.metric, scale))
+    left_out = collected.left_out()
+    lines = notes(left_out, no_value, args.metric)
+    if lines:
+        print("\n" + "\n".join(lines))  # a blank line first: Markdown ends the table there
     if args.json:
         clean = [
             {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in rows
         ]  # strict JSON: no NaN
-        args.json.write_text(json.dumps(clean, indent=2, default=str) + "\n")
+        report = {
+            "metric": args.metric,
+            "rows": clean,
+            "left_out": [{"status": s, "run": d, "reason": reason} for s, d, reason in left_out],
+            "no_value": no_value,
+        }
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -13,7 +13,7 @@ from attnbench.report import main as report_main
 
 
 def write_summary(path: Path, model: str, seed: int, acc: float, **extra) -> None:
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     summary = {
         "metrics": {"test/acc": acc, "val/acc": acc - 0.01},
         "seed": seed,
@@ -32,7 +32,7 @@ def test_groups_pool_seeds_and_give_mean_and_sample_std(tmp_path, capsys):
             write_summary(tmp_path / "sweep" / f"{model}_{seed}", model, seed, acc)
     out_json = tmp_path / "rows.json"
     report_main([str(tmp_path / "sweep"), "--json", str(out_json)])
-    rows = {r["model.name"]: r for r in json.loads(out_json.read_text())}
+    rows = {r["model.name"]: r for r in json.loads(out_json.read_text())["rows"]}
     assert rows["rnn"]["n"] == 3 and rows["cnn"]["n"] == 2
     assert rows["rnn"]["mean"] == pytest.approx(statistics.fmean(accs["rnn"]))
     assert rows["rnn"]["std"] == pytest.approx(statistics.stdev(accs["rnn"]))
@@ -63,6 +63,9 @@ def test_runs_without_the_metric_are_skipped_with_a_reason(tmp_path, capsys):
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     write_summary(tmp_path / "a", "rnn", 0, 0.9)
+    (tmp_path / "empty" / "logs").mkdir(parents=True)
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "summary.json").write_text("{not json")
     for args, expected in (
         (["nowhere"], "no such file or directory"),
         (
@@ -74,6 +77,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
             "no run has the --group field 'model.nme'; did you mean 'model.name'",
         ),
         ([str(tmp_path), "--pivot", "seed"], "not one of the --group"),
+        ([str(tmp_path / "empty")], "empty: holds no run (no summary.json, no job directory)"),
+        ([str(tmp_path), str(tmp_path / "empty")], "empty: holds no run"),
+        ([str(tmp_path / "garbled")], "no readable summary.json under"),
     ):
         result = cli("report", *args, cwd=tmp_path)
         assert result.returncode == 2, result.stderr
@@ -102,4 +108,124 @@ def test_pooling_other_settings_or_repeated_seeds_is_reported(tmp_path, capsys):
     assert "seed repeated among [1, 1]" in err
     write_summary(tmp_path / "single" / "c", "cnn", 1, 0.5)
     report_main([str(tmp_path / "single"), "--json", str(out_json)])
-    assert json.loads(out_json.read_text())[0]["std"] is None  # one run: no std, valid JSON
+    assert json.loads(out_json.read_text())["rows"][0]["std"] is None  # one run: no std, valid JSON
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "summary.json").write_text(json.dumps(data))
+
+
+def hydra_job(path: Path) -> Path:
+    """A sweep's job directory as Hydra leaves it before the run writes its summary."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    return path
+
+
+def failed_sweep(sweep: Path) -> None:
+    """Jobs 0, 1 ok (1 an older summary without status), 2 failed, 3 diverged, 10 killed."""
+    write_summary(hydra_job(sweep / "0"), "rnn", 0, 0.90, status="ok", reason=None)
+    write_summary(hydra_job(sweep / "1"), "rnn", 1, 0.80)
+    reason = "model.layers=0: must be >= 1; set model.layers=1 or more"
+    write_json(hydra_job(sweep / "2"), {"status": "failed", "reason": reason, "metrics": {}})
+    write_summary(
+        hydra_job(sweep / "3"),
+        "rnn",
+        2,
+        0.10,
+        status="diverged",
+        reason="non-finite loss nan at epoch 0, step 3",
+    )
+    hydra_job(sweep / "10")
+
+
+def test_failed_diverged_and_missing_jobs_are_listed_under_the_table(tmp_path, capsys):
+    failed_sweep(tmp_path / "sweep")
+    out_json = tmp_path / "report.json"
+    report_main([str(tmp_path / "sweep"), "--json", str(out_json)])
+    lines = capsys.readouterr().out.splitlines()
+    # the diverged run's 0.10 is kept out of the mean: (0.90 + 0.80) / 2, n = 2
+    assert lines[2] == "| pos | ud_ewt | rnn | 0.850 ± 0.071 | 2 | 1,000 | 10 |"
+    assert lines[3:] == [
+        "",
+        "- failed: 2: model.layers=0: must be >= 1; set model.layers=1 or more",
+        "- diverged: 3: non-finite loss nan at epoch 0, step 3",
+        "- missing: 10: no summary.json: the job was killed or never ran",
+    ]
+    report = json.loads(out_json.read_text())
+    assert [(r["model.name"], r["n"], r["seeds"]) for r in report["rows"]] == [("rnn", 2, [0, 1])]
+    assert report["left_out"] == [
+        {
+            "status": "failed",
+            "run": "2",
+            "reason": "model.layers=0: must be >= 1; set model.layers=1 or more",
+        },
+        {"status": "diverged", "run": "3", "reason": "non-finite loss nan at epoch 0, step 3"},
+        {
+            "status": "missing",
+            "run": "10",
+            "reason": "no summary.json: the job was killed or never ran",
+        },
+    ]
+    assert report["no_value"] == []
+
+
+def test_null_or_nan_metric_counts_as_missing_never_crashes(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for name, loss in (("a", 0.5), ("b", None), ("d", 0.7)):
+        write_summary(sweep / name, "rnn", ord(name), 0.9)
+        summary = json.loads((sweep / name / "summary.json").read_text())
+        summary["metrics"]["val/loss"] = loss
+        summary["params"] = summary["wall_seconds"] = None  # written as null too
+        (sweep / name / "summary.json").write_text(json.dumps(summary))
+    # an older summary: a bare NaN (not strict JSON), no status
+    write_summary(sweep / "c", "rnn", 3, 0.9)
+    text = (sweep / "c" / "summary.json").read_text()
+    (sweep / "c" / "summary.json").write_text(
+        text.replace('"metrics": {', '"metrics": {"val/loss": NaN, ')
+    )
+    write_json(
+        sweep / "e",
+        {
+            "status": "diverged",
+            "reason": "non-finite loss inf at epoch 1, step 9",
+            "metrics": {"val/loss": None},
+            "plugins": {"model": {"name": "rnn"}},
+        },
+    )
+    out_json = tmp_path / "report.json"
+    report_main([str(sweep), "--metric", "val/loss", "--json", str(out_json)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| pos | ud_ewt | rnn | 0.600 ± 0.141 | 2 | – | – |"
+    assert lines[3:] == [
+        "",
+        "- diverged: e: non-finite loss inf at epoch 1, step 9",
+        "- 2 runs had no value for val/loss: b, c",
+    ]
+    assert json.loads(out_json.read_text())["no_value"] == ["b", "c"]
+
+
+def test_a_sweep_where_every_job_failed_still_reports_and_exits_0(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_json(hydra_job(sweep / "0"), {"status": "failed", "reason": "boom", "metrics": {}})
+    hydra_job(sweep / "1")
+    result = cli("report", str(sweep), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2:] == [
+        "",
+        "- failed: 0: boom",
+        "- missing: 1: no summary.json: the job was killed or never ran",
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_several_directories_name_runs_with_the_directory_given(tmp_path, capsys):
+    failed_sweep(tmp_path / "one")
+    write_summary(tmp_path / "two" / "0", "cnn", 0, 0.5)
+    hydra_job(tmp_path / "two" / "1")
+    report_main([str(tmp_path / "one"), str(tmp_path / "two")])
+    out = capsys.readouterr().out
+    assert "| pos | ud_ewt | cnn | 0.500 | 1 |" in out
+    assert f"- missing: {tmp_path}/one/10: no summary.json" in out
+    assert f"- missing: {tmp_path}/two/1: no summary.json" in out

@@ -7,6 +7,7 @@ Lightning, torchmetrics or wandb; a run imports the training stack when it start
 
 from __future__ import annotations
 
+import os
 import sys
 
 from attnbench import registry
@@ -19,17 +20,68 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _preset_groups() -> dict[str, list[str]]:
+    """The YAML config groups of conf/ (trainer, logger, experiment) and their options."""
+    from importlib import resources
+
+    conf = resources.files("attnbench.conf")
+    return {
+        folder.name: sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+        for folder in conf.iterdir()
+        if folder.is_dir() and not folder.name.startswith("_") and folder.name != "bench"
+    }
+
+
 def _check_selected_names(overrides: list[str]) -> None:
-    """Catch ``attention=dto`` before Hydra, with close matches instead of Hydra's list."""
+    """Catch ``attention=dto`` and ``experiment=sentimnt_quick`` before Hydra, with close
+    matches (Hydra lists every option on several lines, and silently skips a misspelled
+    *optional* group such as experiment)."""
+    presets = _preset_groups()
     for arg in overrides:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
-        if not sep or key not in registry.KINDS or value.startswith(("choice(", "range(", "glob(")):
+        if not sep or value.startswith(("choice(", "range(", "glob(")):
             continue
         for name in value.split(","):
             name = name.strip()
-            if name and name != "null":
+            if not name or name == "null":
+                continue
+            if key in registry.KINDS:
                 registry.get(key, name)
+            elif key in presets and name not in presets[key]:
+                raise registry.AttnbenchError(
+                    f"unknown {key} preset {name!r}; {registry.suggest(name, presets[key])}"
+                )
+
+
+def _hydra_error_line(e: Exception, argv: list[str]) -> str:
+    """Hydra's refusal (several lines, no close matches) as one line with a suggestion."""
+    from omegaconf import OmegaConf
+
+    from attnbench.config import compose_plain
+
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    key = getattr(e, "key", None) or ""
+    if "Could not override" in first or "not in struct" in str(e):
+        key = first.split("'")[1] if "'" in first else key
+        parent, _, leaf = key.rpartition(".")
+        try:
+            base = compose_plain([])
+            node = OmegaConf.select(base, parent) if parent else base
+            keys = sorted(str(k) for k in node.keys()) if hasattr(node, "keys") else []
+        except Exception:  # the suggestion is a courtesy; the refusal stands without it
+            keys = []
+        hint = registry.suggest(leaf, keys) if keys else "see attnbench --cfg job"
+        return f"unknown config key {key!r}; {hint} (add a new key with +{key}=...)"
+    if "Error parsing override" in first:
+        verbs = ", ".join(USAGE_VERBS)
+        return f"{first}; overrides are key=value (verbs: {verbs})"
+    return first
+
+
+def _flag_to_hydra(argv: list[str]) -> None:
+    """Let Hydra's composition errors reach us as exceptions (not printed + exit 1)."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
 
 def _in_sweep() -> bool:
@@ -84,19 +136,35 @@ def _print_result(summary: dict) -> None:
 
 def _hydra_main(argv: list[str]) -> None:
     import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from attnbench import sweep
     from attnbench.config import register_resolvers, store_plugins
 
     store_plugins()
     register_resolvers()
-
     sys.argv = [sys.argv[0], *argv]
-    hydra.main(version_base="1.3", config_path="pkg://attnbench.conf", config_name="config")(
-        train_task
-    )()
+    _flag_to_hydra(argv)
+    try:
+        hydra.main(version_base="1.3", config_path="pkg://attnbench.conf", config_name="config")(
+            train_task
+        )()
+    except (HydraException, OmegaConfBaseException) as e:  # composition, not a job's error
+        _fail(_hydra_error_line(e, argv))
+    except ValueError as e:  # Hydra's own argument checks (--cfg with -m, ...)
+        if not _raised_by_hydra(e):
+            raise
+        _fail(str(e).strip().splitlines()[0])
     if sweep.failed_jobs:  # set by SweepReport at the end of a multirun
         sys.exit(1)
+
+
+def _raised_by_hydra(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 HELP_HEADER = """\
@@ -175,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.bench import main as bench_main
 
             return bench_main(argv)
+        if argv and "=" not in argv[0] and not argv[0].startswith("-"):
+            raise registry.AttnbenchError(
+                f"{argv[0]!r} is neither a verb nor a key=value override; "
+                f"{registry.suggest(argv[0], list(USAGE_VERBS)).replace('available', 'verbs')}"
+            )
         overrides = [a for a in argv if not a.startswith("-")]
         _check_selected_names(overrides)
         if "--help" in argv or "-h" in argv:

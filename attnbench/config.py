@@ -149,6 +149,23 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("attnbench.wandb_offline", _wandb_offline)
 
 
+def default_plugins() -> dict[str, str]:
+    """The plugin conf/config.yaml selects for each kind when nothing else is said."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(resources.files("attnbench.conf") / "config.yaml").defaults
+    chosen = {}
+    for entry in defaults:
+        if isinstance(entry, str) or len(entry) != 1:
+            continue
+        [(group, name)] = entry.items()
+        if group in registry.KINDS:
+            chosen[group] = name
+    return chosen
+
+
 def signature_text(plugin: registry.Plugin) -> str:
     parts = [f"{k}={v!r}" for k, v in plugin.options.items()]
     return ", ".join(parts)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from attnbench import registry
+from attnbench.config import default_plugins
 from attnbench.nn.attention import Attention
 from attnbench.nn.backbone import Backbone
 from attnbench.nn.ctx import Ctx
@@ -764,8 +765,9 @@ def check_backbone(cls: type, **params: Any) -> list[Check]:
     takes them, the registry's ``dot`` attention and ``none`` posenc (``attention=`` and
     ``posenc=`` take another registered name, or a factory)."""
     d = int(params.pop("d_model", D))
-    attention, attention_cls = _factory("attention", params.pop("attention", "dot"))
-    posenc, posenc_cls = _factory("posenc", params.pop("posenc", "none"))
+    chosen = default_plugins()  # conf/config.yaml's: the core names no plugin
+    attention, attention_cls = _factory("attention", params.pop("attention", chosen["attention"]))
+    posenc, posenc_cls = _factory("posenc", params.pop("posenc", chosen["posenc"]))
     supplied: dict[str, Any] = {"d_model": d, "attention": attention, "posenc": posenc}
     uses_attention = attention_cls is not None and _takes(cls, "attention")
     if uses_attention:  # a combination the harness would refuse is bad input, as there

@@ -28,6 +28,7 @@ from attnbench import registry
 from attnbench.builders import build_backbone, selected
 from attnbench.callbacks import Diverged, LogHistory, StopOnDivergence
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
+from attnbench.validate import check_metric_name, check_run_config
 
 # Lightning's advertising tip and a torch-version deprecation inside Lightning are noise in
 # every run's output.
@@ -125,6 +126,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
+    check_run_config(cfg)
     plugins = selected(cfg)
     ckpt_path = checked_checkpoint(cfg.ckpt_path)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -139,6 +141,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
         plugins = match_widths(plugins, task, **OmegaConf.to_container(cfg.match_params))
     model = LitModel(task, build_backbone(plugins, task), OmegaConf.to_container(cfg.optim))
+    check_metric_name(cfg.optimized_metric, task)
     metric_name = cfg.optimized_metric or task.monitor
 
     stats = RunStats()

@@ -448,6 +448,7 @@ CORE = ROOT / "attnbench"
 # Keyed by function so that the same word naming a plugin elsewhere in the file still fails.
 COINCIDENCES = {
     ("lit.py", "make_optimizer", "none"): "optim.scheduler=none, not the posenc",
+    ("validate.py", "<module>", "none"): "optim.scheduler=none, not the posenc",
     # the data directory's layout (data_dir/sentiment/, pos/, ...), shared with shared/data
     ("data/download.py", "<module>", "pos"): "a data folder",
     ("data/download.py", "<module>", "sentiment"): "a data folder",

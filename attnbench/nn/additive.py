@@ -33,9 +33,9 @@ def _rows(t: Tensor | None, rows: slice) -> Tensor | None:
 
 
 def _scores(qh: Tensor, kh: Tensor, v: Tensor) -> Tensor:
-    """qh (B, h, C, e), kh (B, h, Nk, e), v (h, e) -> (B, h, C, Nk)"""
+    """qh (B, h, C, e), kh (B, h, Nk, e), v (h, e) -> (B, h, C, Nk), in the features' dtype"""
     t = (qh.unsqueeze(-2) + kh.unsqueeze(-3)).tanh_()  # (B, h, C, Nk, e); in place: 1 copy
-    return (t @ v[:, None, :, None]).squeeze(-1)  # batched mat-vec over e
+    return (t @ v.to(t.dtype)[:, None, :, None]).squeeze(-1)  # batched mat-vec over e
 
 
 class AdditiveScore(nn.Module):
@@ -72,7 +72,7 @@ class AdditiveScore(nn.Module):
                 s = checkpoint(_scores, qh[:, :, rows], kh, self.v, use_reentrant=False)
             else:
                 s = _scores(qh[:, :, rows], kh, self.v)
-            w = masked_softmax(s, _rows(mask, rows), _rows(bias, rows))
+            w = masked_softmax(s, _rows(mask, rows), _rows(bias, rows)).to(values.dtype)
             ys.append(F.dropout(w, dropout_p) @ values)  # (B, h, C, hd)
             if need_weights:
                 ws.append(w)

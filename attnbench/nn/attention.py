@@ -120,6 +120,14 @@ def _refuse_undeclared_use(module: Attention, args: tuple, kwargs: dict[str, Any
 
 # ----------------------------------------------------------------------------- helpers
 
+HALF = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to normalise or accumulate in: float32 for half precision (softmax sums,
+    scattered sums), the dtype itself otherwise (no copy on the float32 path)."""
+    return torch.float32 if dtype in HALF else dtype
+
 
 def decoding_kv(ctx: Ctx, project: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """Keys/values to attend, (B, h, Nk, ·): ``project()`` them, except while decoding with
@@ -190,13 +198,13 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, bias: Tensor | None) -> 
     """softmax over keys of scores + bias, exactly 0 on disallowed keys.
 
     A row with no allowed key gets all-zero weights (as SDPA returns 0 there), not NaN.
-    Half-precision scores are normalised in float32 and returned in their own dtype.
+    Half-precision scores are normalised in float32 and returned in their own dtype,
+    whatever the bias's dtype (CUDA autocast may hand float32 biases to bfloat16 scores).
     """
+    dtype = scores.dtype
+    scores = scores.to(compute_dtype(dtype))
     if bias is not None:
         scores = scores + bias
-    dtype = scores.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        scores = scores.float()
     if mask is None:
         return scores.softmax(dim=-1).to(dtype)
     weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
@@ -214,7 +222,7 @@ def sdpa(
     mask, bias = score_terms(ctx, nq, nk, q.size(1), q.device, q.dtype)
     if need_weights:  # eager path: the only one that materialises the weights
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, h, Nq, Nk)
-        weights = masked_softmax(scores, mask, bias)
+        weights = masked_softmax(scores, mask, bias).to(v.dtype)
         return F.dropout(weights, dropout_p) @ v, weights
     if ctx.causal and nq == nk and bias is None and ctx.key_padding_mask is None:
         # plain causal self-attention: let the kernel skip the masked half
@@ -259,7 +267,8 @@ class ScoreAttention(Attention):
     ) -> tuple[Tensor, Tensor | None]:
         """Split-head attention (B, h, Nq, hd) -> (y, weights); override for a fused kernel."""
         mask, bias = score_terms(ctx, q.size(-2), k.size(-2), q.size(1), q.device, q.dtype)
-        weights = masked_softmax(self.score(q, k), mask, bias)
+        # a score may come out in float32 (a sum under CUDA autocast): weights in v's dtype
+        weights = masked_softmax(self.score(q, k), mask, bias).to(v.dtype)
         return F.dropout(weights, dropout_p) @ v, weights if need_weights else None
 
     def forward(

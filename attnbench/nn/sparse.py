@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench.nn.attention import Attention, split_heads
+from attnbench.nn.attention import Attention, compute_dtype, split_heads
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
 
@@ -71,13 +71,20 @@ def _attend(
     dropout_p: float,
     need_weights: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """Softmax attention over the last two dims with a boolean mask (any leading dims)."""
+    """Softmax attention over the last two dims with a boolean mask (any leading dims).
+
+    The softmax runs in float32 for half-precision inputs; the weights meet the values in
+    the values' dtype (a float32 bias or float32 probabilities, as CUDA autocast gives,
+    would otherwise meet bfloat16 values)."""
     if need_weights:  # eager: the probabilities are needed anyway
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+        scores = scores.to(compute_dtype(scores.dtype))
         if bias is not None:
             scores = scores + bias
-        p = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        p = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).to(v.dtype)
         return F.dropout(p, dropout_p) @ v, p
+    if bias is not None:  # SDPA takes a float mask in the queries' dtype
+        bias = bias.to(q.dtype)
     attn_mask = mask if bias is None else bias.masked_fill(~mask, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p), None
 
@@ -281,7 +288,11 @@ def grid_attention(
 
 
 def segment_softmax(scores: Tensor, seg: Tensor, segments: int) -> Tensor:
-    """Softmax of scores (E, h) within the groups given by seg (E,) in [0, segments)."""
+    """Softmax of scores (E, h) within the groups given by seg (E,) in [0, segments).
+
+    Half-precision scores are normalised in float32 and returned in their own dtype."""
+    dtype = scores.dtype
+    scores = scores.to(compute_dtype(dtype))
     h = scores.size(1)
     index = seg[:, None].expand(-1, h)
     # the max only stabilises exp(); softmax does not depend on it, so no gradient through it
@@ -289,7 +300,7 @@ def segment_softmax(scores: Tensor, seg: Tensor, segments: int) -> Tensor:
     amax = amax.scatter_reduce(0, index, scores.detach(), "amax", include_self=True)
     ex = (scores - amax[seg]).exp()  # (E, h)
     denom = ex.new_zeros(segments, h).index_add(0, seg, ex)
-    return ex / denom[seg]
+    return (ex / denom[seg]).to(dtype)
 
 
 def edge_attention(
@@ -333,15 +344,18 @@ def edge_attention(
             loops = loops[key_valid.reshape(-1)]
         dst, src = torch.cat([dst, loops]), torch.cat([src, loops])
     qf, kf, vf = (t.transpose(1, 2).reshape(b * n, h, hd) for t in (q, k, v))  # (BN, h, hd)
-    scores = (qf[dst] * kf[src]).sum(-1) / math.sqrt(hd)  # (E, h)
+    # scores, softmax and the sums over edges in float32 for half-precision inputs; index_add
+    # needs one dtype on both sides (on CUDA, exp() hands float32 to the bfloat16 values)
+    prod = qf[dst] * kf[src]  # (E, h, hd)
+    scores = prod.sum(-1, dtype=compute_dtype(prod.dtype)) / math.sqrt(hd)  # (E, h)
     if bias is not None:
         bias = bias.expand(b, h, n, n)
         scores = scores + bias[dst // n, :, dst % n, src % n]
     p = segment_softmax(scores, dst, b * n)  # (E, h)
-    pd = F.dropout(p, dropout_p)
-    y = qf.new_zeros(b * n, h, hd).index_add(0, dst, pd[..., None] * vf[src])
+    msg = F.dropout(p, dropout_p)[..., None] * vf[src]  # (E, h, hd), the wider dtype
+    y = msg.new_zeros(b * n, h, hd).index_add(0, dst, msg).to(v.dtype)
     y = y.view(b, n, h, hd).transpose(1, 2)  # (B, h, N, hd)
     if not need_weights:
         return y, None
     dense = p.new_zeros(b * n, n, h).index_put((dst, src % n), p, accumulate=True)
-    return y, dense.view(b, n, n, h).permute(0, 3, 1, 2)  # (B, h, N, N)
+    return y, dense.to(v.dtype).view(b, n, n, h).permute(0, 3, 1, 2)  # (B, h, N, N)

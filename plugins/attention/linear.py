@@ -59,7 +59,8 @@ class LinearAttention(Attention):
             a = q @ k.transpose(-2, -1)  # (B, h, Nq, Nk), >= 0
             if mask is not None:
                 a = a.masked_fill(~mask, 0.0)
-            weights = a / a.sum(-1, keepdim=True).clamp_min(EPS)
+            # the sum comes out in float32 under CUDA autocast: weights in v's dtype
+            weights = (a / a.sum(-1, keepdim=True).clamp_min(EPS)).to(v.dtype)
             return self.out(merge_heads(weights @ v)), weights
         if ctx.causal:
             y = self._causal(q, k, v)
@@ -67,7 +68,8 @@ class LinearAttention(Attention):
             kv = k.transpose(-2, -1) @ v  # (B, h, hd, hd)
             z = k.sum(-2)  # (B, h, hd)
             y = (q @ kv) / (q @ z.unsqueeze(-1)).clamp_min(EPS)
-        return self.out(merge_heads(y)), None
+        # CUDA autocast sums and cumsums in float32: back to the values' dtype
+        return self.out(merge_heads(y.to(v.dtype))), None
 
     @staticmethod
     def _causal(q: Tensor, k: Tensor, v: Tensor) -> Tensor:

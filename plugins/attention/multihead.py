@@ -86,6 +86,7 @@ class MultiHeadAttention(Attention):
             y, weights = sdpa(q, k, v, ctx, need_weights=need_weights, dropout_p=p)
         else:
             qh = q @ self.wq  # (B, h, Nq, e): each head its own W_q
-            kh = k @ self.wk + self.wb  # (B, h, Nk, e)
+            kh = k @ self.wk  # (B, h, Nk, e)
+            kh = kh + self.wb.to(kh.dtype)  # under autocast a float32 bias would widen kh
             y, weights = self.additive(qh, kh, v, ctx, need_weights=need_weights, dropout_p=p)
         return self.out(merge_heads(y)), weights

@@ -133,5 +133,5 @@ class CNN(Backbone):
         for block in self.blocks:
             grid = block(grid, mask)  # (B, H, W, d)
         out = x.clone()
-        out[on_grid] = grid.reshape(B * H * W, d)[cell]
+        out[on_grid] = grid.reshape(B * H * W, d)[cell].to(out.dtype)  # autocast: bf16 convs
         return out

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from attnbench import register
+from attnbench.nn.attention import compute_dtype
 from attnbench.nn.ctx import Ctx
 from attnbench.nn.posenc import PositionalEncoding, query_key_positions
 from attnbench.registry import ConfigError
@@ -45,6 +46,9 @@ class ALiBi(PositionalEncoding):
     def score_bias(self, nq: int, nk: int, ctx: Ctx) -> Tensor:
         """(B|1, h, Nq, Nk) = -slope_h · distance(query, key)"""
         pos_q, pos_k = query_key_positions(ctx, nq, nk, self.slopes.device)
-        diff = pos_q[:, :, None].to(self.slopes.dtype) - pos_k[:, None, :]  # (B|1, Nq, Nk[, 2])
+        # distances in float32 even when the model is in half precision: bfloat16 holds
+        # integers exactly only up to 256; the attention casts the bias to its scores' dtype
+        dtype = compute_dtype(self.slopes.dtype)
+        diff = pos_q[:, :, None].to(dtype) - pos_k[:, None, :].to(dtype)  # (B|1, Nq, Nk[, 2])
         dist = diff.norm(dim=-1) if diff.dim() == 4 else diff.abs()
-        return -self.slopes[:, None, None] * dist[:, None]
+        return -self.slopes.to(dtype)[:, None, None] * dist[:, None]

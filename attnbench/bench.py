@@ -46,6 +46,7 @@ import yaml
 from torch import Tensor, nn
 
 from attnbench import registry
+from attnbench.config import NAME_KEY, plugin_params
 from attnbench.nn.attention import merge_heads, split_heads
 from attnbench.nn.ctx import Ctx
 from attnbench.registry import ConfigError
@@ -249,7 +250,7 @@ def _check_params(name: str, params: dict[str, Any], where: str) -> None:
         if params:
             raise ConfigError(f"{where}: the reference {name!r} takes no parameters")
         return
-    registry.check_params("attention", name, params)
+    plugin_params("attention", {NAME_KEY: name, **params})
 
 
 def load_config(path: Path | Traversable | None = None) -> BenchConfig:

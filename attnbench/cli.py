@@ -251,11 +251,10 @@ def main(argv: list[str] | None = None) -> None:
         overrides = [a for a in argv if not a.startswith("-")]
         _check_selected_names(overrides)
         if "--help" in argv or "-h" in argv:
-            try:
-                return _help(overrides)
-            except BrokenPipeError:  # `attnbench --help | head`
-                sys.stderr.close()
-                return None
+            return _help(overrides)
+    except BrokenPipeError:  # `attnbench list | head`: the reader has all it wanted
+        sys.stderr.close()
+        return None
     except registry.AttnbenchError as e:
         _fail(str(e))
     _hydra_main(argv)

@@ -142,11 +142,19 @@ def _wandb_offline() -> bool:
     return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
 
 
+def run_id(run_dir: str) -> str:
+    """A stable id per run directory: resuming into it continues the same wandb run."""
+    import hashlib
+
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver("attnbench.wandb_offline"):
-        OmegaConf.register_new_resolver("attnbench.wandb_offline", _wandb_offline)
+    for name, resolver in (("wandb_offline", _wandb_offline), ("run_id", run_id)):
+        if not OmegaConf.has_resolver(f"attnbench.{name}"):
+            OmegaConf.register_new_resolver(f"attnbench.{name}", resolver)
 
 
 def default_plugins() -> dict[str, str]:

@@ -7,7 +7,7 @@ import fnmatch
 import warnings
 
 from attnbench import registry
-from attnbench.config import plugin_node
+from attnbench.params import param_specs
 
 
 def main(argv: list[str]) -> None:
@@ -30,11 +30,18 @@ def main(argv: list[str]) -> None:
     rows = []
     for p in found:
         if fnmatch.fnmatch(p.name, args.pattern):
-            params = {k: v for k, v in plugin_node(p).items() if k != "_name_"}
-            text = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "-"
+            text = ", ".join(_describe(spec) for spec in param_specs(p) if not spec.supplied)
+            text = text or "-"
             rows.append((p.kind, p.name, text, p.source))
     rows += [("broken", b.module, b.error, b.source) for b in broken]
     _print(rows)
+
+
+def _describe(spec) -> str:
+    """``window=8``, or ``size (int, required)`` for one the user must set."""
+    if spec.required:
+        return f"{spec.name} ({spec.type_name}, required)"
+    return f"{spec.name}={spec.default!r}"
 
 
 def _print(rows: list[tuple[str, str, str, str]]) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from attnbench import registry
+from attnbench.config import NAME_KEY, plugin_params
 from attnbench.registry import ConfigError
 
 Plugins = dict[str, tuple[str, dict[str, Any]]]  # kind -> (name, params), as builders.selected
@@ -113,11 +114,17 @@ def _split_reference(reference: dict[str, Any] | None) -> tuple[str, dict[str, A
     return name, params
 
 
+def check_reference(reference: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The reference model's name and parameters, checked like any model's (before data
+    is loaded: the harness calls this first)."""
+    name, params = _split_reference(reference)
+    return plugin_params("model", {NAME_KEY: name, **params})
+
+
 def reference_params(plugins: Plugins, task, reference: dict[str, Any]) -> int:
     """Parameter count of the reference model (``{_name_: <model>, d_model: 128, ...}``)
     with the selected attention and positional encoding."""
-    name, params = _split_reference(reference)
-    registry.check_params("model", name, params)
+    name, params = check_reference(reference)
     return count_params({**plugins, "model": (name, params)}, task)
 
 
@@ -132,10 +139,9 @@ def match_widths(
     count. The reference model itself (same name) is built as the reference: its
     ``match_params.reference`` parameters replace the model's own. ``reference`` must name
     its model (``_name_``): a ConfigError says how otherwise."""
-    reference_name, shape = _split_reference(reference)
+    reference_name, shape = check_reference(reference)
     name = plugins["model"][0]
     if name == reference_name:
-        registry.check_params("model", name, shape)
         return {**plugins, "model": (name, {**plugins["model"][1], **shape})}
     target = reference_params(plugins, task, reference)
     width, _ = match_width(plugins, task, target, tolerance, width_key)

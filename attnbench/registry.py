@@ -331,18 +331,6 @@ def get(kind: str, name: str) -> Plugin:
     return table[name]
 
 
-def check_params(kind: str, name: str, params: dict[str, Any]) -> None:
-    """Reject parameters the plugin does not take, naming the allowed ones."""
-    plugin = get(kind, name)
-    allowed = sorted(plugin.options)
-    for key in params:
-        if key not in allowed:
-            raise PluginParameterError(
-                f"{kind} {name!r} has no parameter {key!r}; "
-                f"{suggest(key, allowed).replace('available', 'allowed')}"
-            )
-
-
 def build(kind: str, name: str, /, **params: Any) -> Any:
     """Instantiate a registered plugin; unknown parameters fail with the allowed names."""
     plugin = get(kind, name)

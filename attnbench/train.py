@@ -128,6 +128,10 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     check_run_config(cfg)
     plugins = selected(cfg)
+    if cfg.get("match_params"):
+        from attnbench.param_match import check_reference
+
+        check_reference(OmegaConf.to_container(cfg.match_params).get("reference"))
     ckpt_path = checked_checkpoint(cfg.ckpt_path)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; in-process callers may not

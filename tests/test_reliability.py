@@ -197,3 +197,18 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="not a loadable checkpoint"):
         checked_checkpoint(str(ckpt))
     assert checked_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    run(compose([*SMALL, "trainer.max_epochs=1", "logger=wandb"], run_dir))
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    run(compose([*SMALL, "trainer.max_epochs=2", "logger=wandb", f"ckpt_path={ckpt}"], run_dir))
+    other = tmp_path / "other"
+    run(compose([*SMALL, "trainer.max_epochs=1", "logger=wandb"], other))
+    ids = {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
+    [other_id] = {p.name.rsplit("-", 1)[-1] for p in (other / "wandb").glob("offline-run-*")}
+    assert other_id not in ids  # another directory is another wandb run

@@ -201,7 +201,7 @@ def test_graph_matches_dense_boolean_mask(n, density, loops, seed):
 def test_graph_refuses_without_edges():
     attn = build("graph")
     x = torch.randn(1, 5, D)
-    with pytest.raises(ConfigError, match="task=graph"):
+    with pytest.raises(ConfigError, match="needs graph edges.*tasks that give edges: graph"):
         attn(x, x, x, ctx=Ctx())
     with pytest.raises(ConfigError, match="needs graph edges"):
         registry.get("attention", "graph").cls.check_use(graph=False)

@@ -37,16 +37,28 @@ def _positions(x: Tensor, ctx: Ctx) -> Tensor:
     return torch.arange(x.size(1), device=x.device)[None, :]
 
 
+def check_max_len(pos: Tensor, max_len: int) -> None:
+    """A table lookup past its end would be an index error deep in a run: say what to set."""
+    if pos.numel() and int(pos.max()) >= max_len:
+        raise ConfigError(
+            f"position {int(pos.max())} exceeds posenc.max_len={max_len}; "
+            f"raise posenc.max_len (this batch needs {int(pos.max()) + 1})"
+        )
+
+
 @register("posenc", "sinusoidal")
 class SinusoidalEncoding(PositionalEncoding):
     """Fixed sin/cos encoding added to the embeddings."""
 
     def __init__(self, d_model: int, max_len: int = 4096):
         super().__init__(d_model)
+        self.max_len = max_len
         self.register_buffer("table", sinusoid_table(max_len, d_model), persistent=False)
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
-        return x + self.table[_positions(x, ctx)].to(x.dtype)
+        pos = _positions(x, ctx)
+        check_max_len(pos, self.max_len)
+        return x + self.table[pos].to(x.dtype)
 
 
 @register("posenc", "learned")
@@ -61,9 +73,5 @@ class LearnedEncoding(PositionalEncoding):
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         pos = _positions(x, ctx)
-        if int(pos.max()) >= self.max_len:
-            raise ConfigError(
-                f"position {int(pos.max())} exceeds posenc.max_len={self.max_len}; "
-                "raise posenc.max_len"
-            )
+        check_max_len(pos, self.max_len)
         return x + self.table(pos)

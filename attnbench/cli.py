@@ -12,8 +12,6 @@ import sys
 
 from attnbench import registry
 
-USAGE_VERBS = ("train", "list", "check", "bench", "download", "report")
-
 
 def _fail(message: str) -> None:
     print(f"attnbench: error: {message}", file=sys.stderr)
@@ -167,15 +165,23 @@ def _raised_by_hydra(e: BaseException) -> bool:
     return f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
+# One line per verb, for --help and for the "did you mean" of an unknown one.
+VERBS = {
+    "train": "(the default) one run, or a sweep with -m: attnbench task=pos attention=dot",
+    "list": "plugins and their parameters: attnbench list [KIND] [PATTERN]",
+    "check": "run a kind's contract on a plugin: attnbench check KIND NAME [param=value ...]",
+    "bench": "benchmarks: attnbench bench attention|startup|throughput [--help]",
+    "download": "fetch a real data set with checksums: attnbench download NAME [--help]",
+    "report": "mean ± std of finished runs: attnbench report DIR... [--metric M] [--help]",
+}
+USAGE_VERBS = tuple(VERBS)
 HELP_HEADER = """\
 attnbench: compare attention mechanisms. Compose a run by naming plugins:
   attnbench task=sentiment model=transformer attention=dot posenc=sinusoidal seed=1
 Set a plugin's parameters with <group>.<param>=value (attention.dropout=0.1).
-Other verbs: `attnbench list [KIND] [PATTERN]` shows plugins and their parameters;
-`attnbench check KIND NAME [param=value ...]` runs a kind's contract on a plugin;
-`attnbench bench attention|startup|throughput` runs the benchmarks;
-`attnbench report DIR` tabulates the summary.json files of runs (mean ± std over seeds).
 """
+
+
 HELP_FOOTER = """\
 Sweep with -m (attnbench -m posenc=none,sinusoidal,learned); print the composed
 config with --cfg job; resume with ckpt_path=<run>/checkpoints/last.ckpt.
@@ -186,20 +192,17 @@ Hydra's own options: --hydra-help.
 def _help(overrides: list[str]) -> None:
     """Our own --help: Hydra's lists groups by deep-copying its config repository once per
     group (seconds); the registry and conf/ already know the options."""
-    from importlib import resources
-
     from omegaconf import OmegaConf
 
     from attnbench.config import compose_plain
 
     groups = {kind: registry.available(kind) for kind in registry.KINDS}
-    conf = resources.files("attnbench.conf")
-    for folder in conf.iterdir():
-        if folder.is_dir() and not folder.name.startswith("_"):
-            groups[folder.name] = sorted(
-                f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")
-            )
+    groups.update(_preset_groups())
     print(HELP_HEADER)
+    print("== Verbs ==")
+    for verb, line in VERBS.items():
+        print(f"  {verb:<9} {line}")
+    print()
     print("== Config groups (group=option) ==")
     for group in sorted(groups):
         print(f"{group}: {', '.join(groups[group])}")
@@ -213,8 +216,27 @@ def _exit(status: int | None) -> None:
         sys.exit(status)
 
 
+def versions_line() -> str:
+    """attnbench's version and those of the stack it runs on (no heavy import)."""
+    import platform
+    from importlib import metadata
+
+    import attnbench
+
+    found = [f"attnbench {attnbench.__version__}"]
+    for dist in ("torch", "pytorch-lightning", "hydra-core", "torchmetrics"):
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{dist} (not installed)")
+    return ", ".join([*found, f"Python {platform.python_version()}"])
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        print(versions_line())
+        return None
     verb = argv[0] if argv and argv[0] in USAGE_VERBS else "train"
     if argv and argv[0] == verb:
         argv = argv[1:]
@@ -245,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
             return bench_main(argv)
         if argv and "=" not in argv[0] and not argv[0].startswith("-"):
             raise registry.AttnbenchError(
-                f"{argv[0]!r} is neither a verb nor a key=value override; "
+                f"unknown command {argv[0]!r} (neither a verb nor a key=value override); "
                 f"{registry.suggest(argv[0], list(USAGE_VERBS)).replace('available', 'verbs')}"
             )
         overrides = [a for a in argv if not a.startswith("-")]

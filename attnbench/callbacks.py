@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -60,3 +61,46 @@ class LogHistory(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         for name, writer in self._writers(trainer).items():
             writer.keep_rows(self.restored.get(name, 0))
+
+
+class PlainProgress(Callback):
+    """Progress for logs, not terminals: when stdout is piped (nohup, CI, a cluster job) a
+    redrawn bar shows nothing until the end, so print one plain line per epoch, and one
+    every ``every_seconds`` within a long epoch."""
+
+    def __init__(self, monitor: str, every_seconds: float = 30.0):
+        self.monitor, self.every_seconds = monitor, every_seconds
+        self._start = self._last = self._epoch_start = 0.0
+        self._samples = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = self._last = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_start, self._samples = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._samples += pl_module.task.num_samples(batch)
+        if time.perf_counter() - self._last >= self.every_seconds:
+            self._print(trainer, f"batch {batch_idx + 1}/{trainer.num_training_batches}")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._print(trainer, "done")
+
+    def _print(self, trainer, where: str) -> None:
+        now = time.perf_counter()
+        self._last = now
+        metrics = trainer.callback_metrics
+        shown = [
+            f"{key} {float(metrics[key]):.4f}"
+            for key in ("train/loss", self.monitor)
+            if key in metrics
+        ]
+        speed = self._samples / max(now - self._epoch_start, 1e-9)
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        print(
+            f"epoch {trainer.current_epoch + 1}/{epochs} {where}  step {trainer.global_step}  "
+            + "  ".join(shown)
+            + f"  {speed:.0f} samples/s  elapsed {now - self._start:.0f} s",
+            flush=True,
+        )

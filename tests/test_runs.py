@@ -248,3 +248,14 @@ def test_last_checkpoint_is_written_after_every_epoch(tmp_path):
         )
     )
     assert SeenCheckpoints.seen == [[], ["last.ckpt"], ["last.ckpt"]]
+
+
+def test_piped_output_prints_a_plain_line_per_epoch(tmp_path):
+    result = cli(*SMALL, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path}")  # stdout piped
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"]
+    for line in lines:
+        assert "step " in line and "train/loss " in line and "val/acc " in line
+        assert "samples/s" in line and "elapsed" in line
+    assert "━" not in result.stdout  # no progress bar redraws in a log

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 from test_pos import write_ud
@@ -67,6 +73,7 @@ def test_unreadable_entry_is_rebuilt(tmp_path, cache_env):
     src = tmp_path / "data.txt"
     src.write_text("x")
     path = cache.entry_path("t", [src], {}, tmp_path)
+    path.parent.mkdir(parents=True)
     path.write_bytes(b"not a torch file")
     payload, _, hit = cache.cached("t", [src], {}, lambda: {"a": 1}, tmp_path)
     assert (payload, hit) == ({"a": 1}, False)
@@ -134,3 +141,125 @@ def test_sentiment_task_uses_cache(tmp_path, cache_env):
     assert [setup().from_cache, setup().from_cache] == [False, True]
     assert setup(lowercase=False).from_cache is False  # a setting is part of the key
     assert len(_entries(cache_env)) == 2
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+import torch
+from attnbench.data import cache
+
+def stalled_save(obj, f):  # writes part of the entry, then hangs until killed
+    f.write(b"partial entry")
+    f.flush()
+    time.sleep(600)
+
+torch.save = stalled_save
+src, data = Path(sys.argv[1]), Path(sys.argv[2])
+cache.cached("t", [src], {}, lambda: {"a": 1}, data)
+"""
+
+
+def _temps(path):
+    return sorted(p.name for p in path.glob(".*.tmp")) if path.exists() else []
+
+
+def test_temp_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, monkeypatch):
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    src = data / "data.txt"
+    src.write_text("x")
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(src), str(data)])
+    try:
+        deadline = time.monotonic() + 120
+        while not _temps(data / ".cache") and time.monotonic() < deadline:
+            assert writer.poll() is None, "the writer died before writing"
+            time.sleep(0.1)
+    finally:
+        writer.kill()  # SIGKILL: no handler, no cleanup
+        writer.wait()
+    leftover = _temps(data / ".cache")
+    assert len(leftover) == 1  # what the kill left behind
+    payload, path, hit = cache.cached("t", [src], {}, lambda: {"a": 2}, data)
+    assert (payload, hit) == ({"a": 2}, False)
+    assert _temps(data / ".cache") == [] and sorted(data.joinpath(".cache").iterdir()) == [path]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temp_rules(tmp_path, cache_env):
+    """Removed: a writer that is gone (this host), anything over an hour old. Kept: a live
+    writer's file (another run filling the cache now), a recent one from another host, and
+    files that are not ours."""
+    cache_env.mkdir()
+    host = cache._host()
+    names = {
+        "dead": f".t-1.pt.{host}-{_dead_pid()}.abc123.tmp",
+        "live": f".t-1.pt.{host}-{os.getpid()}.abc123.tmp",
+        "other host": f".t-1.pt.elsewhere-{os.getpid()}.abc123.tmp",
+        "other host, old": f".t-2.pt.elsewhere-{os.getpid()}.abc123.tmp",
+        "old format, old": ".t-3.pt.k2j3_x9q.tmp",
+        "old format, recent": ".t-4.pt.k2j3_x9q.tmp",
+        "not ours, old": ".notes.tmp",
+    }
+    for name in names.values():
+        (cache_env / name).write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for key in ("other host, old", "old format, old", "not ours, old"):
+        os.utime(cache_env / names[key], (two_hours_ago, two_hours_ago))
+    cache.cached("t", [], {}, lambda: {"a": 1}, tmp_path)
+    kept = {k for k, name in names.items() if (cache_env / name).exists()}
+    assert kept == {"live", "other host", "old format, recent", "not ours, old"}
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring it after."""
+    old = os.umask(0o077)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize(
+    ("mask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775)]
+)
+def test_cache_files_follow_the_umask(tmp_path, monkeypatch, umask, mask, file_mode, dir_mode):
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    umask(mask)
+    src = tmp_path / "data.txt"
+    src.write_text("x")
+    _, path, _ = cache.cached("t", [src], {}, lambda: {"a": 1}, tmp_path / "data")
+    assert stat.S_IMODE(path.stat().st_mode) == file_mode
+    assert stat.S_IMODE(path.parent.stat().st_mode) == dir_mode
+
+
+def test_failure_in_the_default_location_leaves_the_data_directory_as_it_was(tmp_path, monkeypatch):
+    """No entry, no temp file and no .cache directory: the data directory is untouched."""
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    src = data / "data.txt"
+    src.write_text("x")
+
+    def bad():
+        raise DataError("bad input")
+
+    with pytest.raises(DataError):
+        cache.cached("t", [src], {}, bad, data)
+    assert _entries(data) == ["data.txt"]
+
+    def torn_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache.torch, "save", torn_save)
+    with pytest.raises(OSError, match="disk full"):
+        cache.cached("t", [src], {}, lambda: {"a": 1}, data)
+    assert _entries(data) == ["data.txt"]

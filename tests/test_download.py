@@ -178,3 +178,46 @@ def test_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: checksum mismatch") and err.count("\n") == 1
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "served",
+    [b"plain text, not gzip", gzip.compress(b"x" * 1000)[:-4]],
+    ids=["not-gzip", "truncated-gzip"],
+)
+def test_broken_gzip_download_is_one_line_and_leaves_nothing(tmp_path, served):
+    (tmp_path / "f.gz").write_bytes(served)
+    source = dl.Source("x", "", (dl.Remote("f.gz", "f.gz", sha(b"x" * 1000), gunzip_digest=True),))
+    with pytest.raises(DataError, match=r"f\.gz: not intact gzip data") as err:
+        dl.fetch(source, tmp_path / "data", base_url=tmp_path.as_uri())
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "data").exists()
+
+
+def test_broken_zip_member_is_one_line(tmp_path):
+    (tmp_path / "SST-2.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    source = dl.Source("s", "", (dl.Remote("SST-2.zip", "t.tsv", sha(b""), member="SST-2/t.tsv"),))
+    with pytest.raises(DataError, match=r"SST-2\.zip: .*expected a zip archive holding"):
+        dl.fetch(source, tmp_path / "data", base_url=tmp_path.as_uri())
+    assert not (tmp_path / "data").exists()
+
+
+def test_unwritable_data_directory_is_one_line(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"alpha")
+    source = dl.Source("x", "", (dl.Remote("a.txt", "a.txt", sha(b"alpha")),))
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("a file, not a directory")
+    with pytest.raises(DataError, match=r"cannot write into the data directory .*file") as err:
+        dl.fetch(source, not_a_dir, base_url=tmp_path.as_uri())
+    assert "\n" not in str(err.value)
+    assert not_a_dir.read_text() == "a file, not a directory"
+
+
+def test_a_directory_in_the_way_is_one_line(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"alpha")
+    source = dl.Source("x", "", (dl.Remote("a.txt", "a.txt", sha(b"alpha")),))
+    (tmp_path / "data" / "x" / "a.txt" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"cannot write .*a\.txt") as err:
+        dl.fetch(source, tmp_path / "data", base_url=tmp_path.as_uri())
+    assert "\n" not in str(err.value)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["x"]  # no staging left

@@ -31,10 +31,11 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnbench.data.text import DataError
+from attnbench.data.text import DataError, one_line
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,13 @@ def _verify(remote: Remote, data: bytes, url: str) -> None:
         got = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
         want, what = remote.git_blob, "git blob id"
     else:
-        content = gzip.decompress(data) if remote.gunzip_digest else data
+        try:
+            content = gzip.decompress(data) if remote.gunzip_digest else data
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(
+                f"{url}: not intact gzip data ({one_line(e)}); a broken or truncated "
+                "download, or a mirror that serves other files: nothing was written"
+            ) from None
         got, want = hashlib.sha256(content).hexdigest(), remote.sha256
         what = "sha256 (decompressed)" if remote.gunzip_digest else "sha256"
     if got != want:
@@ -214,9 +221,18 @@ def fetch(source: Source, data_dir: str | Path, base_url: str | None = None) -> 
     base = base if base.endswith("/") else base + "/"
     root = Path(data_dir).expanduser()
     created = not root.exists()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    except OSError as e:
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        raise DataError(
+            f"cannot write into the data directory {root} ({e.strerror or one_line(e)}); "
+            "pass a writable --data-dir"
+        ) from None
     ok = False
+    dest = root
     try:
         fetched: dict[str, bytes] = {}  # one download per URL (the SST-2 zip holds 3 files)
         staged = []
@@ -228,9 +244,9 @@ def fetch(source: Source, data_dir: str | Path, base_url: str | None = None) -> 
             if remote.member is not None:
                 try:
                     data = zipfile.ZipFile(io.BytesIO(data)).read(remote.member)
-                except (zipfile.BadZipFile, KeyError) as e:
+                except (zipfile.BadZipFile, KeyError, EOFError, zlib.error) as e:
                     raise DataError(
-                        f"{url}: {e}; expected a zip archive holding "
+                        f"{url}: {one_line(e)}; expected a zip archive holding "
                         f"{remote.member}; nothing was written"
                     ) from None
             _verify(remote, data, url)
@@ -242,6 +258,11 @@ def fetch(source: Source, data_dir: str | Path, base_url: str | None = None) -> 
             os.replace(tmp, dest)
         ok = True
         return [dest for _, dest in staged]
+    except OSError as e:  # disk full, or a directory where a file goes
+        raise DataError(
+            f"cannot write {dest} ({e.strerror or one_line(e)}); free space or remove "
+            "what is in the way, then download again"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not ok:  # leave no trace of a failed download

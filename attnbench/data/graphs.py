@@ -5,6 +5,7 @@ generator. Both return a :class:`Graph` whose edges follow the ``Ctx.edges`` con
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnbench.data.text import DataError
+from attnbench.data.text import DataError, one_line, unreadable
 
 CORA_KEYS = ("x", "y", "edge_index", "train_idx", "val_idx", "test_idx")
+NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (or an empty one)
 CORA_HELP = (
     "put cora_planetoid.npz (arrays x, y, edge_index, train_idx, val_idx, test_idx) "
     "under <data_dir>/graph/ (set ATTNBENCH_DATA or data_dir=...); it is converted "
@@ -51,19 +53,37 @@ def _split_mask(idx: np.ndarray, n: int, path: Path, key: str) -> Tensor:
 def load_planetoid_npz(path: Path) -> Graph:
     """Cora (Planetoid) from the converted ``.npz``; see shared/data/graph/README.md."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"missing data file {path}; {CORA_HELP}")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise DataError(f"missing data file {path}; {CORA_HELP}") from None
+    except OSError as e:
+        raise unreadable(path, e) from None
+    # Check the zip signature first: on anything else np.load tries a pickle and says
+    # "contains pickled data" even for plain garbage.
+    if magic not in NPZ_MAGIC:
+        what = "is empty" if not magic else f"starts with bytes {magic.hex()}"
+        raise DataError(
+            f"{path}: not a readable .npz ({what}; an .npz is a zip archive, which starts "
+            f"with {NPZ_MAGIC[0].hex()}); {CORA_HELP}"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz ({e}); {CORA_HELP}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as e:
+        raise DataError(
+            f"{path}: not a readable .npz ({one_line(e)}); the file is truncated or "
+            f"corrupt: {CORA_HELP}"
+        ) from None
     missing = [k for k in CORA_KEYS if k not in arrays]
     if missing:
         raise DataError(f"{path}: lacks array(s) {missing}; expected {', '.join(CORA_KEYS)}")
     x, y, ei = arrays["x"], arrays["y"], arrays["edge_index"]
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise DataError(f"{path}: x has shape {x.shape}; expected (nodes, features)")
+    if x.ndim != 2 or x.shape[0] == 0 or x.dtype.kind not in "biuf":
+        raise DataError(
+            f"{path}: x has shape {x.shape} ({x.dtype}); expected numbers (nodes, features)"
+        )
     n = x.shape[0]
     if y.shape != (n,) or y.dtype.kind not in "iu" or y.min() < 0:
         raise DataError(

@@ -9,7 +9,9 @@ than float; the embedder scales them).
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnbench.data.text import DataError, find_file
+from attnbench.data.text import DataError, find_file, how_to_replace, one_line, unreadable
 
 Splits = dict[str, tuple[Tensor, Tensor]]
 
@@ -71,28 +73,41 @@ def read_idx(path: Path) -> np.ndarray:
     """An IDX file (``.gz`` accepted): magic 0x0000 <dtype> <ndim>, ndim big-endian uint32
     sizes, then the data."""
     path = Path(path)
+    fix = how_to_replace(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read ({e}); expected an IDX file") from None
+    except gzip.BadGzipFile:
+        raise DataError(
+            f"{path}: cannot read (not gzip-compressed although named .gz); drop the .gz "
+            f"suffix if it is a plain IDX file, else {fix}"
+        ) from None
+    except (EOFError, zlib.error):
+        raise DataError(
+            f"{path}: the compressed data ends early or is corrupt (a truncated download?); {fix}"
+        ) from None
+    except OSError as e:
+        raise unreadable(path, e) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(
-            f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'}); "
-            "expected 00 00 <type> <ndim>, e.g. 00000803 for MNIST images"
+            f"{path}: not an IDX file (magic {raw[:4].hex() or 'missing: the file is empty'}, "
+            f"expected 00 00 <type> <ndim>, e.g. 00000803 for MNIST images); {fix}"
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path}: IDX header truncated ({len(raw)} bytes, ndim={ndim})")
+        raise DataError(
+            f"{path}: IDX header truncated ({len(raw)} bytes, ndim={ndim}); the file is "
+            f"truncated or corrupt, {fix}"
+        )
     shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if len(raw) != expected:
         raise DataError(
             f"{path}: {len(raw)} bytes, expected {expected} for an IDX array of "
-            f"shape {shape} ({dtype}); the file is truncated or corrupt"
+            f"shape {shape} ({dtype}); the file is truncated or corrupt, {fix}"
         )
     return np.frombuffer(raw, dtype, offset=header).reshape(shape)
 
@@ -106,10 +121,10 @@ def _mnist_pair(folder: Path, images_stem: str, labels_stem: str) -> tuple[Tenso
             f"{ipath}: IDX array of shape {images.shape} ({images.dtype}); "
             "expected uint8 images (N, rows, cols)"
         )
-    if labels.ndim != 1 or len(labels) != len(images):
+    if labels.ndim != 1 or labels.dtype != np.uint8 or len(labels) != len(images):
         raise DataError(
-            f"{lpath}: labels of shape {labels.shape}; expected ({len(images)},) "
-            f"to match {ipath.name}"
+            f"{lpath}: labels of shape {labels.shape} ({labels.dtype}); expected "
+            f"({len(images)},) uint8 to match {ipath.name}"
         )
     if len(images) == 0:
         raise DataError(f"{ipath}: no images; {MNIST_HELP}")
@@ -161,10 +176,13 @@ def read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
             d = _ArraysOnly(f, encoding="bytes").load()
     except FileNotFoundError:
         raise DataError(f"missing data file {path}; {CIFAR_HELP}") from None
+    except OSError as e:
+        raise unreadable(path, e) from None
     except Exception as e:  # a truncated / foreign pickle fails in many ways
         raise DataError(
-            f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
-            "expected a pickled dict with 'data' and 'labels'"
+            f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {one_line(e)}); "
+            "expected a pickled dict with 'data' and 'labels'; replace it: unpack "
+            "cifar-10-python.tar.gz again"
         ) from None
     if not isinstance(d, dict):
         raise DataError(
@@ -178,10 +196,10 @@ def read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
         raise DataError(
             f"{path}: data of shape {data.shape} ({data.dtype}); expected uint8 (N, 3072)"
         )
-    if labels.shape != (len(data),) or len(data) == 0:
+    if labels.shape != (len(data),) or labels.dtype.kind not in "iu" or len(data) == 0:
         raise DataError(
-            f"{path}: {labels.shape} labels for {len(data)} images; expected one "
-            "label per image and at least one image"
+            f"{path}: {labels.shape} labels ({labels.dtype}) for {len(data)} images; "
+            "expected one integer label per image and at least one image"
         )
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(f"{path}: labels outside 0..9")

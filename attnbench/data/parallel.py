@@ -50,10 +50,12 @@ def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]
     """Aligned (source lines, target lines); the files must have as many lines."""
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
+        longer, shorter = (src_path, tgt_path) if len(src) > len(tgt) else (tgt_path, src_path)
         n = min(len(src), len(tgt))
         raise DataError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)} (they "
-            f"differ from line {n + 1}); parallel files must be line-aligned"
+            f"{longer}:{n + 1}: this line has no counterpart in {shorter.name} "
+            f"({src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}); "
+            "parallel files must be line-aligned"
         )
     if not src:
         raise DataError(f"{src_path}: no sentences; expected one sentence per line")

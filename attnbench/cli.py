@@ -41,7 +41,7 @@ def _check_selected_names(overrides: list[str]) -> None:
         if not sep or value.startswith(("choice(", "range(", "glob(")):
             continue
         for name in value.split(","):
-            name = name.strip()
+            name = name.strip().strip("[]").strip()  # callbacks=[a,b] selects several
             if not name or name == "null":
                 continue
             if key in registry.KINDS:

@@ -149,10 +149,31 @@ def run_id(run_dir: str) -> str:
     return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
 
 
+# The metric a run monitors and its direction, known once the task is built: the harness sets
+# them before it instantiates the callbacks (conf/callbacks/*.yaml read them by resolver).
+RUN_MONITOR: dict[str, str] = {}
+
+
+def _monitor() -> str:
+    if "monitor" not in RUN_MONITOR:
+        raise registry.ConfigError("${attnbench.monitor:} is only known inside a run")
+    return RUN_MONITOR["monitor"]
+
+
+def _monitor_mode() -> str:
+    _monitor()
+    return RUN_MONITOR["mode"]
+
+
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
-    for name, resolver in (("wandb_offline", _wandb_offline), ("run_id", run_id)):
+    for name, resolver in (
+        ("wandb_offline", _wandb_offline),
+        ("run_id", run_id),
+        ("monitor", _monitor),
+        ("monitor_mode", _monitor_mode),
+    ):
         if not OmegaConf.has_resolver(f"attnbench.{name}"):
             OmegaConf.register_new_resolver(f"attnbench.{name}", resolver)
 

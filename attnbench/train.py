@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
-from attnbench import registry
+from attnbench import config, registry
 from attnbench.builders import build_backbone, selected
 from attnbench.callbacks import Diverged, LogHistory, PlainProgress, StopOnDivergence
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
@@ -147,6 +147,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     model = LitModel(task, build_backbone(plugins, task), OmegaConf.to_container(cfg.optim))
     check_metric_name(cfg.optimized_metric, task)
     metric_name = cfg.optimized_metric or task.monitor
+    config.RUN_MONITOR.update(monitor=metric_name, mode=monitor_mode(metric_name, task))
 
     stats = RunStats()
     on_terminal = sys.stdout.isatty()
@@ -183,10 +184,20 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         status, reason = "diverged", str(e)
         print(f"attnbench: {reason}", file=sys.stderr)
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
+    # now: testing a checkpoint restores the callbacks' state (RunStats's) from it
+    timing = {
+        "train_samples_per_s": stats.samples_per_second,
+        "train_seconds": stats.train_seconds,
+        "epoch_seconds": list(stats.epoch_seconds),
+    }
     predictions = {}
+    best = best_checkpoint(trainer) if status == "ok" else None
     if status == "ok":
         if "test" not in task.unlabeled_splits:
-            for result in trainer.test(model, datamodule=data, verbose=False):
+            tested = trainer.test(
+                model, datamodule=data, verbose=False, ckpt_path=best, weights_only=True
+            )
+            for result in tested:
                 metrics.update({k: _number(v) for k, v in result.items()})
         for split in dict.fromkeys((*task.unlabeled_splits, *task.prediction_splits)):
             outputs = trainer.predict(model, dataloaders=task.dataloader(split))
@@ -199,11 +210,11 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "optimized_metric": metric_name,
         "plugins": {kind: {"name": name, **params} for kind, (name, params) in plugins.items()},
         "predictions": predictions,
+        "tested": "best" if best else "last",
+        "best_epoch": _best_epoch(best),
         "params": sum(p.numel() for p in model.parameters()),
         "receptive_field": getattr(model.net.backbone, "receptive_field", None),
-        "train_samples_per_s": stats.samples_per_second,
-        "train_seconds": stats.train_seconds,
-        "epoch_seconds": stats.epoch_seconds,
+        **timing,
         "wall_seconds": time.perf_counter() - start,
         "peak_memory_mb": peak_memory_mb(model.device),
         "device": str(model.device),
@@ -242,6 +253,28 @@ def record_failure(reason: str) -> None:
         if earlier == "ok":
             target = out_dir / "failed.json"
     write_json_atomic(target, record)
+
+
+def monitor_mode(metric: str, task) -> str:
+    """Whether the monitored metric should go up or down."""
+    if metric == task.monitor:
+        return task.mode
+    return "min" if metric.endswith("loss") else "max"
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The best-validation checkpoint when a monitoring ModelCheckpoint was asked for
+    (callbacks=best_checkpoint), else None: test the last weights."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            return callback.best_model_path
+    return None
+
+
+def _best_epoch(path: str | None) -> int | None:
+    if not path:
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
 
 
 def carry_log_history(ckpt: Path, out_dir: Path) -> None:

@@ -259,3 +259,29 @@ def test_piped_output_prints_a_plain_line_per_epoch(tmp_path):
         assert "step " in line and "train/loss " in line and "val/acc " in line
         assert "samples/s" in line and "elapsed" in line
     assert "━" not in result.stdout  # no progress bar redraws in a log
+
+
+def test_best_checkpoint_preset_tests_the_best_validation_epoch(tmp_path):
+    import csv
+
+    summary = run(
+        compose([*SMALL, "trainer.max_epochs=4", "callbacks=best_checkpoint", "seed=2"], tmp_path)
+    )
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as file:
+        val = [(float(r["val/acc"]), int(r["epoch"])) for r in csv.DictReader(file) if r["val/acc"]]
+    best_epoch = max(val, key=lambda acc_epoch: (acc_epoch[0], -acc_epoch[1]))[1]  # first best
+    assert summary["tested"] == "best" and summary["best_epoch"] == best_epoch
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert len(summary["epoch_seconds"]) == 4  # the whole run, not the best checkpoint's
+
+
+def test_early_stopping_preset_stops_when_the_metric_stalls(tmp_path):
+    overrides = [*SMALL, "trainer.max_epochs=8", "optim.lr=1e-12", "optim.scheduler=none"]
+    summary = run(
+        compose(
+            [*overrides, "callbacks=early_stopping", "callbacks.early_stopping.patience=1"],
+            tmp_path,
+        )  # fmt: skip
+    )
+    assert len(summary["epoch_seconds"]) == 2  # epoch 2 did not improve on epoch 1
+    assert summary["tested"] == "last"

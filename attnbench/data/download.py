@@ -35,7 +35,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnbench.data.text import DataError, one_line
+from attnbench.data.errors import DataError, one_line
 
 
 @dataclass(frozen=True)

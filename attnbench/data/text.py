@@ -16,25 +16,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from attnbench.registry import AttnbenchError
+from attnbench.data.errors import DataError, one_line
 
 PAD, UNK = "<pad>", "<unk>"
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class DataError(AttnbenchError):
-    """Bad or missing data: the message names the file (and line) and the fix."""
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's text on one line (library messages may span several)."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def how_to_replace(path: Path) -> str:
     """The fix for a corrupt data file: the `attnbench download` command that fetches it
     again when it is one of the downloadable files, else a generic hint."""
-    from attnbench.data.download import SOURCES  # lazy: download imports this module
+    from attnbench.data.download import SOURCES  # lazy: downloading needs no torch
 
     path = Path(path)
     for name, source in SOURCES.items():

@@ -41,6 +41,14 @@ def cli(
     )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _user_cache_dir(tmp_path_factory):
+    """Tests (and the commands they start) cache preprocessed data in a directory of the
+    session's, never in the user's own ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    os.environ.pop("ATTNBENCH_CACHE", None)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():

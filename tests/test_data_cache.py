@@ -81,13 +81,12 @@ def test_unreadable_entry_is_rebuilt(tmp_path, cache_env):
 
 def test_cache_dir_placement(tmp_path, monkeypatch):
     monkeypatch.delenv(cache.CACHE_ENV, raising=False)
-    assert cache.cache_dir(tmp_path / "data") == tmp_path / "data" / ".cache"
-    # A data directory we cannot write into (here: .cache cannot be created at all, which
-    # also holds for root, unlike chmod) falls back to the user's cache.
-    not_a_dir = tmp_path / "file"
-    not_a_dir.write_text("")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cache.cache_dir(not_a_dir) == tmp_path / "home" / ".cache" / "attnbench" / "cache"
+    expected = tmp_path / "home" / ".cache" / "attnbench" / "cache"
+    assert cache.cache_dir(tmp_path / "data") == expected  # never inside the data directory
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir(tmp_path / "data") == tmp_path / "xdg" / "attnbench" / "cache"
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "mine"))
     assert cache.cache_dir(tmp_path / "data") == tmp_path / "mine"
 
@@ -118,6 +117,19 @@ def test_pos_task_uses_cache(tmp_path, cache_env):
     test = data / "pos" / "en_ewt-ud-test.conllu"
     test.write_text(test.read_text().replace("\tdog\tdog\t", "\tcat\tcat\t"))
     assert setup().from_cache is False  # the file changed: rebuilt
+
+
+def test_the_data_directory_is_only_read(tmp_path, monkeypatch):
+    """Caches go under the user's cache directory: a shared or read-only data directory is
+    input only (nothing is written there, not even a .cache folder)."""
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    data = write_ud(tmp_path / "data")
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    task = registry.build("task", "pos", data_dir=str(data), dataset="ud_ewt")
+    task.setup()
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert task.cache_path.parent == tmp_path / "xdg" / "attnbench" / "cache"
 
 
 def test_malformed_file_leaves_no_cache(tmp_path, cache_env):
@@ -168,6 +180,7 @@ def _temps(path):
 
 def test_temp_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, monkeypatch):
     monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     data = tmp_path / "data"
     data.mkdir()
     src = data / "data.txt"
@@ -175,17 +188,17 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path, monke
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(src), str(data)])
     try:
         deadline = time.monotonic() + 120
-        while not _temps(data / ".cache") and time.monotonic() < deadline:
+        while not _temps(cache.cache_dir()) and time.monotonic() < deadline:
             assert writer.poll() is None, "the writer died before writing"
             time.sleep(0.1)
     finally:
         writer.kill()  # SIGKILL: no handler, no cleanup
         writer.wait()
-    leftover = _temps(data / ".cache")
+    leftover = _temps(cache.cache_dir())
     assert len(leftover) == 1  # what the kill left behind
     payload, path, hit = cache.cached("t", [src], {}, lambda: {"a": 2}, data)
     assert (payload, hit) == ({"a": 2}, False)
-    assert _temps(data / ".cache") == [] and sorted(data.joinpath(".cache").iterdir()) == [path]
+    assert _temps(cache.cache_dir()) == [] and sorted(cache.cache_dir().iterdir()) == [path]
 
 
 def _dead_pid() -> int:
@@ -232,6 +245,7 @@ def umask():
 )
 def test_cache_files_follow_the_umask(tmp_path, monkeypatch, umask, mask, file_mode, dir_mode):
     monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     umask(mask)
     src = tmp_path / "data.txt"
     src.write_text("x")
@@ -243,6 +257,7 @@ def test_cache_files_follow_the_umask(tmp_path, monkeypatch, umask, mask, file_m
 def test_failure_in_the_default_location_leaves_the_data_directory_as_it_was(tmp_path, monkeypatch):
     """No entry, no temp file and no .cache directory: the data directory is untouched."""
     monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     data = tmp_path / "data"
     data.mkdir()
     src = data / "data.txt"

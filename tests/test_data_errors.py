@@ -337,9 +337,9 @@ def listing(root: Path) -> list[tuple[str, int, int]]:
 
 @pytest.fixture
 def data(tmp_path, monkeypatch) -> Path:
-    """An empty data directory; the cache at its default place inside it."""
+    """An empty data directory, and a cache of this test's own at its default place."""
     monkeypatch.delenv(cache.CACHE_ENV, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a fallback cache would land here
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     return tmp_path / "data"
 
 
@@ -402,14 +402,14 @@ def test_a_corrupt_copy_never_replaces_a_good_cache(data):
     the same single entry as before (no entry for the corrupt input)."""
     write_sst2(data)
     setup_task("sentiment", "sst2", data)
-    entries = sorted(p.name for p in (data / ".cache").iterdir())
+    entries = sorted(p.name for p in cache.cache_dir().iterdir())
     assert len(entries) == 1
     set_line(3, b"\xff\xfe")(data / SST)
     before = listing(data)
     with pytest.raises(DataError, match=r"train\.tsv:3: not UTF-8"):
         setup_task("sentiment", "sst2", data)
     assert listing(data) == before
-    assert sorted(p.name for p in (data / ".cache").iterdir()) == entries
+    assert sorted(p.name for p in cache.cache_dir().iterdir()) == entries
 
 
 def test_idx_header_with_huge_sizes_is_an_error_not_an_overflow(tmp_path):

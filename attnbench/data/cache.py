@@ -9,8 +9,9 @@ bad data leaves nothing behind. A temporary file left by a killed writer is remo
 next run that uses the cache (see :func:`remove_stale_temps`). Entries follow the umask
 (``tempfile`` alone would make them 0600, awkward in a shared data directory).
 
-Where: ``$ATTNBENCH_CACHE`` if set, else ``<data_dir>/.cache`` when that is writable, else
-``~/.cache/attnbench/cache`` (the shared data directory may be read-only).
+Where: ``$ATTNBENCH_CACHE`` if set, else ``attnbench/cache`` under the user's cache directory
+(``$XDG_CACHE_HOME``, default ``~/.cache``). Never in the data directory: that is input, often
+shared or read-only.
 """
 
 from __future__ import annotations
@@ -38,24 +39,14 @@ STALE_AFTER_S = 3600  # a temp file this old is abandoned whoever wrote it
 _TEMP = re.compile(r"\.[\w-]+\.pt\.(?:(?P<host>[\w-]*)-(?P<pid>\d+)\.)?\w+\.tmp")
 
 
-def cache_dir(data_dir: str | Path) -> Path:
-    """The directory entries go to. Not created here: :func:`save_atomic` creates it when
-    it writes the first entry."""
+def cache_dir(data_dir: str | Path | None = None) -> Path:
+    """The directory entries go to (``data_dir`` is not used: entries are keyed by their
+    sources' contents, wherever they live). Not created here: :func:`save_atomic` creates
+    it when it writes the first entry."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    path = Path(data_dir).expanduser() / ".cache"
-    if _writable(path):
-        return path
-    return Path.home() / ".cache" / "attnbench" / "cache"
-
-
-def _writable(path: Path) -> bool:
-    """Whether ``path`` is (or could be made as) a directory we can write into."""
-    while not path.exists():
-        if path.parent == path:
-            return False
-        path = path.parent
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    user_cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(user_cache).expanduser() / "attnbench" / "cache"
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -108,7 +108,7 @@ def test_checksum_mismatch_is_one_line_and_leaves_nothing(http_root, tmp_path):
 
 def test_unreachable_source_is_a_clear_error(tmp_path):
     source = dl.Source("x", "", (dl.Remote("missing.txt", "m.txt", sha(b"")),))
-    with pytest.raises(DataError, match=r"could not download .*missing\.txt.*base_url"):
+    with pytest.raises(DataError, match=r"could not download .*missing\.txt.*--base-url"):
         dl.fetch(source, tmp_path / "data", base_url=(tmp_path / "nowhere").as_uri())
     assert not (tmp_path / "data").exists()
 

@@ -189,8 +189,8 @@ def _fetch(url: str, timeout: float = 60.0) -> bytes:
             return response.read()
     except (OSError, ValueError) as e:
         raise DataError(
-            f"could not download {url}: {e}; check the network or pass "
-            "base_url=<a mirror or file:// folder>"
+            f"could not download {url}: {one_line(e)}; check the network, or fetch the "
+            "files elsewhere and pass --base-url <a mirror URL or file:///folder>"
         ) from None
 
 

@@ -454,9 +454,13 @@ COINCIDENCES = {
     ("data/download.py", "<module>", "sentiment"): "a data folder",
     ("data/download.py", "<module>", "translation"): "a data folder",
     ("data/download.py", "<module>", "graph"): "a data folder; the Planetoid file ind.cora.graph",
-    ("testing.py", "_attention_props", "graph"): "the name of a conformance property",
-    ("testing.py", "check_backbone", "graph"): "the name of a conformance property",
-    ("testing.py", "parse_value", "none"): "a spelling of null on the command line",
+    (
+        "testing/attention.py",
+        "_attention_properties",
+        "graph",
+    ): "the name of a conformance property",
+    ("testing/backbone.py", "check_backbone", "graph"): "the name of a conformance property",
+    ("testing/cli.py", "parse_value", "none"): "a spelling of null on the command line",
 }
 TEXT_KEYWORDS = ("help", "epilog", "description", "usage")  # argparse text with examples
 SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)

@@ -78,8 +78,23 @@ def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     )
     assert listed.returncode == 0 and "transformer" in listed.stdout and "built-in" in listed.stdout
 
+    checked = subprocess.run(  # the conformance checker ships in the wheel too
+        [str(attnbench), "check", "attention", "dot"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
+
     ran = subprocess.run(
-        [str(attnbench), "trainer.fast_dev_run=true", "hydra.run.dir=run"],
+        [
+            str(attnbench),
+            "trainer.fast_dev_run=true",
+            "callbacks=early_stopping",
+            "hydra.run.dir=run",
+        ],
         cwd=elsewhere,
         env=env,
         capture_output=True,

@@ -7,6 +7,7 @@ import csv
 import http.server
 import json
 import pickle
+import re
 import threading
 from pathlib import Path
 
@@ -208,7 +209,12 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     run(compose([*SMALL, "trainer.max_epochs=2", "logger=wandb", f"ckpt_path={ckpt}"], run_dir))
     other = tmp_path / "other"
     run(compose([*SMALL, "trainer.max_epochs=1", "logger=wandb"], other))
-    ids = {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
-    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
-    [other_id] = {p.name.rsplit("-", 1)[-1] for p in (other / "wandb").glob("offline-run-*")}
+
+    def run_ids(folder):  # offline-run-<date>_<time>-<id>[-<n> when in the same second]
+        runs = sorted((folder / "wandb").glob("offline-run-*"))
+        return len(runs), {re.match(r"offline-run-\d+_\d+-(\w+)", p.name)[1] for p in runs}
+
+    count, ids = run_ids(run_dir)
+    assert count == 2 and len(ids) == 1
+    _, [other_id] = run_ids(other)
     assert other_id not in ids  # another directory is another wandb run

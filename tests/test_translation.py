@@ -411,7 +411,7 @@ def test_rnn_encoder_decoder_runs(overrides, tmp_path):
 def test_rnn_without_attention_has_no_attention_weights():
     _, with_attn = build("rnn", "additive")
     _, without = build("rnn", "additive", use_attention=False)
-    assert with_attn.net.backbone.attn is not None and without.net.backbone.attn is None
+    assert with_attn.backbone.attn is not None and without.backbone.attn is None
     n = sum(p.numel() for p in without.parameters())
     assert n < sum(p.numel() for p in with_attn.parameters())
 

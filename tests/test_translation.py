@@ -538,3 +538,135 @@ def test_checkpoint_from_before_the_network_container_loads():
     fresh.load_state_dict(checkpoint["state_dict"])  # strict: every key must match
     for (name, a), b in zip(saved.named_parameters(), fresh.parameters()):
         assert torch.equal(a, b), name
+
+
+# ----------------------------------------------------------------------------- bahdanau placement
+
+
+BAHDANAU = [("additive", {"cell": "lstm"}), ("additive", {"cell": "gru"}), ("dot", {"cell": "gru"})]
+
+
+@pytest.mark.parametrize(("attention", "params"), BAHDANAU, ids=str)
+def test_bahdanau_step_wise_decoding_equals_teacher_forcing(attention, params):
+    """The teacher-forced loop and one token at a time with the cache give the same hidden
+    states and tokens, on a batch whose sources are padded."""
+    task, net = build("rnn", attention, attention_placement="bahdanau", **params)
+    src_mask = net.embedder.source(batch_of(task)["src"])[1].key_padding_mask
+    assert src_mask is not None and not bool(src_mask.all())  # some sources are padded
+    test_incremental_decoding_matches_full_redecoding(
+        "rnn", attention, "none", {"attention_placement": "bahdanau", **params}
+    )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bahdanau_query_is_the_previous_top_layer_state(cell):
+    """d2l 10.4: step t attends with the decoder's top-layer h after step t-1 (the initial
+    state at t=0), and the cell reads [embedding; context], 2 * d_model wide."""
+    task, net = build("rnn", "additive", attention_placement="bahdanau", cell=cell, layers=2)
+    backbone = net.backbone
+    assert backbone.decoder.input_size == 2 * backbone.d_model
+    batch = batch_of(task)
+    queries = []
+    hook = backbone.attn.register_forward_pre_hook(lambda m, args: queries.append(args[0]))
+    with torch.no_grad():
+        x, src_ctx = net.embedder.source(batch["src"])
+        memory = backbone.encode(x, src_ctx)
+        y = net.embedder.target(batch["tgt"][:, :4])
+        states = [backbone._initial_state(memory, src_ctx)]  # (B, states, layers, d)
+        cache = None
+        for t in range(4):
+            _, cache = backbone.decode(y[:, t : t + 1], memory, src_ctx, cache)
+            states.append(cache["state"])
+    hook.remove()
+    assert len(queries) == 4
+    for t, query in enumerate(queries):
+        torch.testing.assert_close(query[:, 0], states[t][:, 0, -1])  # h, top layer
+    assert not torch.allclose(states[1][:, 0, -1], states[0][:, 0, -1])  # it moved
+
+
+@pytest.mark.parametrize(("attention", "params"), BAHDANAU[:2], ids=str)
+def test_bahdanau_cached_beam_search_equals_beam_over_full_redecoding(attention, params):
+    task, net = build("rnn", attention, attention_placement="bahdanau", **params)
+    task.beam_size = 3
+    batch = batch_of(task, 6)
+    with torch.no_grad():
+        x, src_ctx = net.embedder.source(batch["src"])
+        memory = net.backbone.encode(x, src_ctx)
+        fast = task.generate(net, memory, src_ctx)
+        mask = src_ctx.key_padding_mask
+        beams_ctx = src_ctx.replace(
+            key_padding_mask=None if mask is None else mask.repeat_interleave(3, 0)
+        )
+        step = full_redecode_step(task, net, memory.repeat_interleave(3, 0), beams_ctx)
+        slow = beam_search(
+            step,
+            6,
+            bos=2,
+            eos=3,
+            pad=0,
+            max_len=fast.size(1),
+            beam_size=3,
+            alpha=task.length_penalty,
+        )
+    assert torch.equal(fast, slow[:, : fast.size(1)])
+
+
+def test_placements_differ_and_luong_is_the_default():
+    _, luong = build("rnn", "additive")
+    _, bahdanau = build("rnn", "additive", attention_placement="bahdanau")
+    assert luong.backbone.placement == "luong" and hasattr(luong.backbone, "combine")
+    assert not hasattr(bahdanau.backbone, "combine")  # d2l: the output layer reads the cell
+    assert luong.backbone.decoder.input_size == luong.backbone.d_model
+
+
+def test_bahdanau_encoder_decoder_runs(tmp_path):
+    summary = fast_dev_run(
+        [
+            "task=translation",
+            "model=rnn",
+            "model.attention_placement=bahdanau",
+            "attention=additive",
+            "model.d_model=16",
+        ],
+        tmp_path,
+    )
+    assert torch.isfinite(torch.tensor(summary["metrics"]["test/loss"]))
+    assert {"test/bleu", "val/bleu"} <= set(summary["metrics"])
+    lines = Path(summary["predictions"]["test"]).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 64
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"attention": "additive"}, {"attention": "additive", "cell": "gru"}],
+    ids=str,
+)
+def test_bahdanau_placement_conforms(params):
+    from attnbench.testing import assert_conforms
+
+    checks = assert_conforms("model", "rnn", attention_placement="bahdanau", **params)
+    seq2seq = [c for c in checks if c.name == "seq2seq"]
+    assert seq2seq and seq2seq[0].status == "pass"
+
+
+def test_bad_attention_placement_is_refused_before_training(tmp_path):
+    with pytest.raises(registry.AttnbenchError, match="model.attention_placement='bahdanu'") as e:
+        fast_dev_run(
+            ["task=translation", "model=rnn", "model.attention_placement=bahdanu"], tmp_path
+        )
+    assert "\n" not in str(e.value) and "'luong', 'bahdanau'" in str(e.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bahdanau_without_attention_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="attention_placement=bahdanau") as e:
+        fast_dev_run(
+            [
+                "task=translation",
+                "model=rnn",
+                "model.attention_placement=bahdanau",
+                "model.use_attention=false",
+            ],
+            tmp_path,
+        )
+    assert "\n" not in str(e.value)

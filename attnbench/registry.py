@@ -22,6 +22,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import io
 import os
 import pkgutil
 import sys
@@ -196,16 +197,61 @@ def _importing(source: str) -> Iterator[None]:
 
 
 def _import_guarded(label: str, source: str, load) -> Any:
-    """Import one plugin module; a failure is recorded and warned about, never raised."""
+    """Import one plugin module; a failure is recorded and warned about, never raised.
+
+    What the module prints while importing is held back: `attnbench list`'s stdout stays
+    clean, and a plugin that parses arguments at import (argparse prints its usage and
+    "attnbench: error: ..." under our program name, then exits) cannot pass its message off
+    as ours. A module that imports passes its output on to stderr; one that fails has the
+    last line it printed folded into its one-line error."""
+    printed = io.StringIO()
     try:
-        # what a plugin prints at import goes to stderr: `attnbench list` output stays clean
-        with _importing(source), contextlib.redirect_stdout(sys.stderr):
-            return load()
+        with (
+            _importing(source),
+            contextlib.redirect_stdout(printed),
+            contextlib.redirect_stderr(printed),
+        ):
+            module = load()
     except (Exception, SystemExit) as e:  # a broken plugin must not take the others down
-        msg = f"{type(e).__name__}: {e}"
+        msg = _failure_line(e, printed.getvalue())
         _state.broken.append(Broken(label, source, msg))
-        warnings.warn(f"attnbench: plugin {label} ({source}) failed to import: {msg}", stacklevel=2)
+        file, line = _failing_line(e, label)
+        # pointed at the plugin's own line (not ours): one warning per broken plugin
+        warnings.warn_explicit(
+            f"attnbench: plugin {label} ({source}) failed to import: {msg}",
+            UserWarning,
+            file,
+            line,
+        )
         return None
+    sys.stderr.write(printed.getvalue())
+    return module
+
+
+def _failure_line(e: BaseException, printed: str) -> str:
+    """``Type: message`` on one line, plus what the module printed last when it exited
+    (``SystemExit: 2`` alone does not say why)."""
+    text = " ".join(str(e).split())
+    msg = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    last = [ln.strip() for ln in printed.splitlines() if ln.strip()]
+    if isinstance(e, SystemExit) and last:
+        # argparse signs its message with our program name: "attnbench: error: ..."
+        said = last[-1].removeprefix(f"{Path(sys.argv[0]).name}: ")
+        msg += f" (it printed: {said[:200]})"
+    return msg
+
+
+def _failing_line(e: BaseException, label: str) -> tuple[str, int]:
+    """The plugin file and line that raised: the deepest frame in the plugin's own file,
+    else the deepest frame outside Python's import machinery."""
+    frames = []
+    tb = e.__traceback__
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno))
+        tb = tb.tb_next
+    own = [f for f in frames if f[0] == label or Path(f[0]).stem == label.rsplit(".", 1)[-1]]
+    outside = [f for f in frames if not f[0].startswith("<frozen") and f[0] != __file__]
+    return (own or outside or [(label, 0)])[-1]
 
 
 BUILTIN = "attnbench.plugins"  # the built-in plugins' package (also an entry point)

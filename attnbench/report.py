@@ -2,8 +2,11 @@
 several) into one table: a metric's mean ± std over the runs of each group (seeds), with
 parameter count and wall time per run. Runs that failed or diverged, jobs that left no
 summary (killed, never ran) and runs without a value for the metric are listed under it.
+--plot draws the groups; --html writes an offline page with the table, the plot, each run's
+learning curves and its attention maps.
 
     attnbench report multirun/2026-11-21 --metric test/acc --pivot model.name
+    attnbench report multirun/2026-11-21 --group attention.window --plot window --html report.html
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import math
-import re
 import statistics
 import sys
 from collections import defaultdict
@@ -20,6 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attnbench.analysis.plot import (
+    curve_metric,
+    field,
+    group_order,
+    known_fields,
+    natural,
+    report_figure,
+    save,
+    svg_bytes,
+)
 from attnbench.registry import ConfigError, suggest
 from attnbench.sweep import job_outcomes
 
@@ -57,13 +69,6 @@ class Runs:
             if r.status != "ok"
         ]
         return sorted(bad + self.missing, key=lambda line: natural(line[1]))
-
-
-def natural(text: str) -> list[Any]:
-    """Sort key putting job 2 before job 10."""
-    return [
-        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)
-    ]
 
 
 def find_summaries(paths: list[Path]) -> list[Path]:
@@ -129,18 +134,6 @@ def collect(paths: list[Path]) -> Runs:
                 directory = label(given, path.parent) if given.is_dir() else str(path.parent)
                 collected.runs.append(Run(path, directory, summary))
     return collected
-
-
-def field(summary: dict[str, Any], key: str) -> Any:
-    """A group field: ``model.name`` reads plugins.model.name; other keys (``seed``) are
-    read from the top level."""
-    plugins = summary.get("plugins") or {}
-    node: Any = plugins if key.split(".")[0] in plugins else summary
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def finite(value: Any) -> float | None:
@@ -228,7 +221,7 @@ def aggregate(
             continue
         pooled[tuple(field(run.summary, k) for k in group)].append((run.summary, value))
     rows = []
-    for key, members in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for key, members in sorted(pooled.items(), key=lambda kv: group_order(kv[0])):
         summaries = [s for s, _ in members]
         warn_if_mixed(dict(zip(group, key)), summaries)
         mean, std = mean_std([v for _, v in members])
@@ -257,7 +250,10 @@ def markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def long_table(rows: list[dict[str, Any]], group: list[str], metric: str, scale: float) -> str:
+Table = tuple[list[str], list[list[str]]]  # header, body: the cells as printed
+
+
+def long_table(rows: list[dict[str, Any]], group: list[str], metric: str, scale: float) -> Table:
     header = [*group, f"{metric} (mean ± std)", "runs", "params", "wall s/run"]
     body = [
         [str(r[k]) for k in group]
@@ -269,10 +265,10 @@ def long_table(rows: list[dict[str, Any]], group: list[str], metric: str, scale:
         ]
         for r in rows
     ]
-    return markdown(header, body)
+    return header, body
 
 
-def pivot_table(rows: list[dict[str, Any]], group: list[str], pivot: str, scale: float) -> str:
+def pivot_table(rows: list[dict[str, Any]], group: list[str], pivot: str, scale: float) -> Table:
     """One row per remaining group key, one column per value of ``pivot``."""
     rest = [k for k in group if k != pivot]
     columns = list(dict.fromkeys(r[pivot] for r in rows))
@@ -282,7 +278,7 @@ def pivot_table(rows: list[dict[str, Any]], group: list[str], pivot: str, scale:
             f"{fmt(r['mean'], r['std'], scale)} (n={r['n']}, {number(r['wall_s'], '.0f')} s)"
         )
     body = [[*map(str, key), *(cells[key].get(c, "–") for c in columns)] for key in cells]
-    return markdown([*rest, *map(str, columns)], body)
+    return [*rest, *map(str, columns)], body
 
 
 def notes(left_out: list[tuple[str, str, str]], no_value: list[str], metric: str) -> list[str]:
@@ -296,15 +292,9 @@ def notes(left_out: list[tuple[str, str, str]], no_value: list[str], metric: str
 
 def known(runs: list[Run], what: str) -> list[str]:
     """Metric names, or group fields (``kind.param`` and top-level keys), the runs have."""
-    names: set[str] = set()
-    for run in runs:
-        if what == "metrics":
-            names |= set(run.summary.get("metrics") or {})
-        else:
-            names |= set(plugin_settings(run.summary)) | {
-                k for k, v in run.summary.items() if not isinstance(v, dict)
-            }
-    return sorted(names)
+    if what != "metrics":
+        return known_fields([run.summary for run in runs])
+    return sorted({name for run in runs for name in run.summary.get("metrics") or {}})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -325,6 +315,20 @@ def parser() -> argparse.ArgumentParser:
         "--json",
         type=Path,
         help="also write the rows, the runs left out and those with no value to this JSON file",
+    )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw the groups to FILE.png and FILE.svg: bars with ± std error bars, or "
+        "lines with ± std bands along a numeric group field (the --pivot, else the last)",
+    )
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write one self-contained page (works offline): the table, the plot, each "
+        "run's learning curves and its attention maps where `attnbench maps` wrote them",
     )
     return p
 
@@ -359,13 +363,37 @@ def main(argv: list[str] | None = None) -> None:
             )
     scale = 100.0 if args.percent else 1.0
     if args.pivot:
-        print(pivot_table(rows, group, args.pivot, scale))
+        table = pivot_table(rows, group, args.pivot, scale)
     else:
-        print(long_table(rows, group, args.metric, scale))
+        table = long_table(rows, group, args.metric, scale)
+    print(markdown(*table))
     left_out = collected.left_out()
     lines = notes(left_out, no_value, args.metric)
     if lines:
         print("\n" + "\n".join(lines))  # a blank line first: Markdown ends the table there
+    figure = None
+    if (args.plot or args.html) and rows:
+        figure = report_figure(rows, group, args.metric, scale, args.pivot)
+    if args.plot:
+        if figure is None:
+            print("attnbench report: no --plot: no group has a value to draw", file=sys.stderr)
+        else:
+            written = save(figure, args.plot)
+            print(f"attnbench report: wrote {' and '.join(map(str, written))}", file=sys.stderr)
+    if args.html:
+        from attnbench.analysis.report_html import write_html
+
+        write_html(
+            args.html,
+            title=f"attnbench report: {args.metric}",
+            sources=[str(p) for p in args.paths],
+            table=table,
+            notes=[line.removeprefix("- ") for line in lines],
+            plot_svg=None if figure is None else svg_bytes(figure),
+            runs=[(run.directory, run.path.parent, run.summary) for run in collected.runs],
+            metric=curve_metric(args.metric),
+        )
+        print(f"attnbench report: wrote {args.html}", file=sys.stderr)
     if args.json:
         clean = [
             {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, fast_dev_run
+from matplotlib.container import ErrorbarContainer
 
+from attnbench.analysis.plot import report_figure
+from attnbench.report import DEFAULT_GROUP, aggregate, collect
 from attnbench.report import main as report_main
 
 
@@ -229,3 +232,83 @@ def test_several_directories_name_runs_with_the_directory_given(tmp_path, capsys
     assert "| pos | ud_ewt | cnn | 0.500 | 1 |" in out
     assert f"- missing: {tmp_path}/one/10: no summary.json" in out
     assert f"- missing: {tmp_path}/two/1: no summary.json" in out
+
+
+def write_windowed(path: Path, attention: str, window: int, seed: int, acc: float) -> None:
+    write_summary(path, "transformer", seed, acc)
+    summary = json.loads((path / "summary.json").read_text())
+    summary["plugins"]["attention"] = {"name": attention, "window": window}
+    (path / "summary.json").write_text(json.dumps(summary))
+
+
+def rows_of(directory: Path, group: str) -> tuple[list[dict], list[str]]:
+    fields = group.split(",")
+    return aggregate(collect([directory]).ok, "test/acc", fields)[0], fields
+
+
+def test_plot_draws_groups_as_bars_with_std_error_bars(tmp_path, capsys):
+    accs = {"cnn": [0.80, 0.81], "rnn": [0.90, 0.92, 0.97]}
+    for model, values in accs.items():
+        for seed, acc in enumerate(values):
+            write_summary(tmp_path / "sweep" / f"{model}_{seed}", model, seed, acc)
+    report_main([str(tmp_path / "sweep"), "--plot", str(tmp_path / "figs" / "groups.png")])
+    assert (tmp_path / "figs" / "groups.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<svg" in (tmp_path / "figs" / "groups.svg").read_text()
+    assert "wrote" in capsys.readouterr().err
+
+    (ax,) = report_figure(*rows_of(tmp_path / "sweep", DEFAULT_GROUP), "test/acc").axes
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx(
+        [statistics.fmean(accs["cnn"]), statistics.fmean(accs["rnn"])]
+    )
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    (errors,) = bars.lines[2]  # one vertical segment per bar
+    spans = [top[1] - bottom[1] for bottom, top in errors.get_segments()]
+    assert spans == pytest.approx([2 * statistics.stdev(v) for v in accs.values()])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cnn\n(n=2)", "rnn\n(n=3)"]
+
+
+def test_plot_along_a_numeric_field_draws_lines_with_bands_and_a_log_axis_over_a_decade(
+    tmp_path,
+):
+    for attention in ("local", "truncated"):
+        for window in (4, 16, 64):
+            for seed, acc in enumerate((0.5, 0.7)):  # std 0.141 in every group
+                name = f"{attention}_{window}_{seed}"
+                write_windowed(tmp_path / "wide" / name, attention, window, seed, acc)
+    group = "attention.name,attention.window"
+    (ax,) = report_figure(*rows_of(tmp_path / "wide", group), "test/acc").axes
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == [
+        "attention.name=local",
+        "attention.name=truncated",
+    ]
+    assert all(list(line.get_xdata()) == [4, 16, 64] for line in lines)
+    assert list(lines[0].get_ydata()) == pytest.approx([0.6, 0.6, 0.6])
+    assert len(ax.collections) == 2  # one ± std band per line
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "attention.window"
+
+    for window in (4, 8, 16):  # 16 / 4 < 10: a linear axis
+        write_windowed(tmp_path / "narrow" / str(window), "local", window, 0, 0.5)
+    (ax,) = report_figure(*rows_of(tmp_path / "narrow", group), "test/acc", 100.0).axes
+    (line,) = ax.get_lines()
+    assert ax.get_xscale() == "linear" and list(line.get_ydata()) == pytest.approx([50.0] * 3)
+    assert not ax.collections  # one run per group: no std, no band
+
+
+def test_plot_takes_the_pivot_as_x_when_several_fields_are_numeric(tmp_path):
+    for d_model in (32, 64):
+        for window in (2, 4):
+            path = tmp_path / f"{d_model}_{window}"
+            write_windowed(path, "local", window, 0, 0.5)
+            summary = json.loads((path / "summary.json").read_text())
+            summary["plugins"]["model"]["d_model"] = d_model
+            (path / "summary.json").write_text(json.dumps(summary))
+    rows, group = rows_of(tmp_path, "model.d_model,attention.window")
+    (ax,) = report_figure(rows, group, "test/acc").axes
+    assert ax.get_xlabel() == "attention.window" and len(ax.get_lines()) == 2  # the last field
+    (ax,) = report_figure(rows, group, "test/acc", pivot="model.d_model").axes
+    assert ax.get_xlabel() == "model.d_model"
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "attention.window=2",
+        "attention.window=4",
+    ]

@@ -40,6 +40,12 @@ def _check_selected_names(overrides: list[str]) -> None:
         key = key.lstrip("+~")
         if not sep or value.startswith(("choice(", "range(", "glob(")):
             continue
+        options = registry.available(key) if key in registry.KINDS else presets.get(key)
+        if options is not None and key != "experiment" and value.strip() in ("", "null"):
+            hint = " (logger=none logs nothing)" if key == "logger" else ""
+            raise registry.AttnbenchError(
+                f"{arg!r} selects no {key}; choose one of: {', '.join(options)}{hint}"
+            )
         for name in value.split(","):
             name = name.strip().strip("[]").strip()  # callbacks=[a,b] selects several
             if not name or name == "null":
@@ -69,12 +75,37 @@ def _hydra_error_line(e: Exception, argv: list[str]) -> str:
             keys = sorted(str(k) for k in node.keys()) if hasattr(node, "keys") else []
         except Exception:  # the suggestion is a courtesy; the refusal stands without it
             keys = []
-        hint = registry.suggest(leaf, keys) if keys else "see attnbench --cfg job"
+        prefix = f"{parent}." if parent else ""
+        full = [f"{prefix}{k}" for k in keys if not k.startswith("_")]
+        hint = registry.suggest(key, full) if keys else "see attnbench --cfg job"
         return f"unknown config key {key!r}; {hint} (add a new key with +{key}=...)"
-    if "Error parsing override" in first:
-        verbs = ", ".join(USAGE_VERBS)
-        return f"{first}; overrides are key=value (verbs: {verbs})"
+    if "Error parsing override" in first or "no viable alternative" in first:
+        return _unparsable(argv) or f"{first}; overrides are key=value"
     return first
+
+
+def _unparsable(argv: list[str]) -> str | None:
+    """The one override Hydra's grammar rejects, quoted, with the reason."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except Exception as e:  # Hydra's grammar errors come in several types
+            lines = [
+                ln.strip()
+                for ln in str(e).splitlines()
+                if ln.strip() and not ln.strip().startswith(("Error parsing", "See http"))
+            ]
+            reason = lines[0] if lines else type(e).__name__
+            return (
+                f"cannot parse the override {arg!r}: {reason}; write key=value, quoting "
+                "values with brackets, commas or spaces"
+            )
+    return None
 
 
 def _flag_to_hydra(argv: list[str]) -> None:
@@ -172,7 +203,10 @@ VERBS = {
     "check": "run a kind's contract on a plugin: attnbench check KIND NAME [param=value ...]",
     "bench": "benchmarks: attnbench bench attention|startup|throughput [--help]",
     "download": "fetch a real data set with checksums: attnbench download NAME [--help]",
-    "report": "mean ± std of finished runs: attnbench report DIR... [--metric M] [--help]",
+    "report": "mean ± std of finished runs: attnbench report DIR... [--metric M] "
+    "[--plot FILE] [--html FILE] [--help]",
+    "plot": "learning curves of finished runs: attnbench plot RUN_DIR... [--metric M] "
+    "[--x step|epoch] [--group F] [--out FILE]",
 }
 USAGE_VERBS = tuple(VERBS)
 HELP_HEADER = """\
@@ -245,6 +279,10 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.listing import main as list_main
 
             return list_main(argv)
+        if verb == "plot":
+            from attnbench.analysis.plot import main as plot_main
+
+            return _exit(plot_main(argv))
         if verb == "check":
             from attnbench.testing import main as check_main
 
@@ -265,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.bench import main as bench_main
 
             return bench_main(argv)
-        if argv and "=" not in argv[0] and not argv[0].startswith("-"):
+        if argv and "=" not in argv[0] and not argv[0].startswith(("-", "~", "+")):
             raise registry.AttnbenchError(
                 f"unknown command {argv[0]!r} (neither a verb nor a key=value override); "
                 f"{registry.suggest(argv[0], list(USAGE_VERBS)).replace('available', 'verbs')}"

@@ -102,6 +102,18 @@ class Task:
         """How many examples a batch holds (for throughput)."""
         raise NotImplementedError
 
+    def max_positions(self) -> int | None:
+        """How many positions the longest sequence of any split spans, once set up: a
+        positional encoding with a fixed table (posenc.max_len) must cover it, and the
+        harness checks that before training. None when unknown. The default reads the
+        ``lengths`` of the datasets in ``self.splits`` (attnbench.data.batching)."""
+        longest = [
+            int(data.lengths.max())
+            for data in getattr(self, "splits", {}).values()
+            if len(getattr(data, "lengths", ()))
+        ]
+        return max(longest) if longest else None
+
 
 class ClassificationTask(Task):
     """A task with one class label per example (``batch["label"]``, ``self.classes``):

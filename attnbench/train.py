@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from attnbench import config, registry
-from attnbench.builders import build_backbone, selected
+from attnbench.builders import build_backbone, check_positions, refuse_unservable, selected
 from attnbench.callbacks import Diverged, LogHistory, PlainProgress, StopOnDivergence
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
 from attnbench.validate import check_metric_name, check_run_config
@@ -139,7 +139,9 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
     task_name, task_params = plugins["task"]
     task = registry.build("task", task_name, data_dir=str(cfg.data_dir), **task_params)
+    refuse_unservable(plugins, task)  # before the data loads
     task.setup()
+    check_positions(plugins, task)
     if cfg.get("match_params"):  # equal parameter budgets (experiment=compare_backbones)
         from attnbench.param_match import match_widths
 

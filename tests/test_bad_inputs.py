@@ -179,9 +179,6 @@ CASES = [
         "sinusoidal max_len short",
         "posenc=sinusoidal posenc.max_len=8",
         "posenc.max_len=8",
-        gap="refused only once training runs (Trainer.fit called, csv/ written, Lightning's "
-        "setup lines on stderr): attnbench/train.py should compare posenc.max_len with the "
-        "task's longest sequence after task.setup(), before fit",
     ),
     # --- harness settings
     case("lr -1", "optim.lr=-1", "optim.lr=-1", "> 0"),
@@ -208,8 +205,8 @@ CASES = [
     case("callback value", "+callbacks.x=1", "callbacks.x=1", "_target_"),
     # --- unknown keys, groups and presets (Hydra's refusals as one line with a suggestion)
     case("group +attentoin", "+attentoin=dot", "'attentoin'", "did you mean 'attention'"),
-    case("key optim.lrr", "optim.lrr=1", "'optim.lrr'", "did you mean 'lr'"),
-    case("key max_epoch", "trainer.max_epoch=3", "'trainer.max_epoch'", "'max_epochs'"),
+    case("key optim.lrr", "optim.lrr=1", "'optim.lrr'", "did you mean 'optim.lr'"),
+    case("key max_epoch", "trainer.max_epoch=3", "'trainer.max_epoch'", "'trainer.max_epochs'"),
     case("key +trainer.foo", "+trainer.foo=1", "'trainer.foo'", "max_epochs"),
     case("preset experiment", "experiment=sentimnt_quick", "did you mean 'sentiment_quick'"),
     case("preset logger", "logger=wandbb", "unknown logger preset", "did you mean 'wandb'"),
@@ -220,38 +217,27 @@ CASES = [
         "~attention",
         "no attention",
         "attention=<name>",
-        gap="attnbench/cli.py main() takes a leading '~key' (Hydra's delete syntax) for an "
-        "unknown command; overrides starting with ~ or + should go on to Hydra",
     ),
     case(
         "attention=null",
         "attention=null",
         "attention",
-        "available: additive",
-        gap="Hydra's 'Config group override must be a string or a list. Got NoneType': no key, "
-        "no choices; attnbench/cli.py (_check_selected_names / _hydra_error_line) should say "
-        "which group and list its plugins",
+        "choose one of: additive",
     ),
     case(
         "logger=null",
         "logger=null",
         "logger=none",
-        gap="Hydra's 'Config group override must be a string or a list. Got NoneType'; "
-        "attnbench/cli.py should point to the logger=none preset",
     ),
     case(
         "attention= empty",
         "attention=",
-        "available: additive",
-        gap="Hydra's \"In 'config': Could not find 'attention/'\" lists no plugin; "
-        "attnbench/cli.py should treat an empty plugin name like a misspelled one",
+        "choose one of: additive",
     ),
     case(
         "override syntax",
         "model.heads=[1",
         "model.heads=[1",
-        gap="Hydra's parser line \"no viable alternative at input '[1'\" does not name the "
-        "override; attnbench/cli.py's _hydra_error_line should quote it",
     ),
     # --- capability refusals (before training)
     case("graph on sentiment", "attention=graph", "'graph'", "graph edges", "graph"),
@@ -476,7 +462,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(bad: Case, tmp_path, ca
     ("args", "words"),
     [
         (["model.heads=0"], ["model.heads=0", ">= 1"]),
-        (["trainer.max_epoch=3"], ["'trainer.max_epoch'", "'max_epochs'"]),
+        (["trainer.max_epoch=3"], ["'trainer.max_epoch'", "'trainer.max_epochs'"]),
     ],
     ids=["plugin parameter", "hydra refusal"],
 )

@@ -86,7 +86,9 @@ def test_readme_command_runs(line, tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     words = shlex.split(line, comments=True)
-    trains = not any(w in ("list", "check", "bench", "report", "--help", "--cfg") for w in words)
+    trains = not any(
+        w in ("list", "check", "bench", "report", "plot", "--help", "--cfg") for w in words
+    )
     if "bench" in words:
         pytest.skip("benchmarks run on demand")
     if "report" in words:  # give it runs to read where the line looks for them

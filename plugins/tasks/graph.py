@@ -97,6 +97,9 @@ class NodeClassification(Task):
         )
         self.graph: Graph | None = None
 
+    def max_positions(self) -> int:
+        return 1  # nodes have no order: every position is 0
+
     def setup(self) -> None:
         if self.dataset == "synthetic":
             g = planted_partition(**self.synthetic)

@@ -155,6 +155,11 @@ class ImageClassification(ClassificationTask):
             return load_mnist(Path(self.data_dir) / "images" / "mnist")
         return load_cifar10(Path(self.data_dir) / "images" / "cifar-10-batches-py")
 
+    def max_positions(self) -> int:
+        """Patches (and the CLS token): 2-D positions fall back to 0..N-1 in 1-D tables."""
+        _, h, w = self.shape
+        return (h // self.patch) * (w // self.patch) + (self.pooling == "cls")
+
     def setup(self) -> None:
         raw = self._raw()
         self.shape = tuple(raw["train"][0].shape[1:])  # (C, H, W)

@@ -217,6 +217,9 @@ class LongRange(ClassificationTask):
         self.vocab = Vocab([*DIGITS, *OPS, CLOSE])
         self.splits: dict[str, BatchDataset] = {}
 
+    def max_positions(self) -> int:
+        return self.length
+
     def setup(self) -> None:
         for split, n in self.sizes.items():
             if self.dataset == "adding":

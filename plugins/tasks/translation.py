@@ -272,6 +272,11 @@ class Translation(Task):
         )
         return payload
 
+    def max_positions(self) -> int | None:
+        """Sources as stored; targets up to the longest a decoder may generate (<s> + max_len
+        tokens + </s>), whichever is longer."""
+        return max(super().max_positions() or 0, self.max_len + 2)
+
     def setup(self) -> None:
         payload = self._payload()
         self.src_itos, self.tgt_itos = payload["src_itos"], payload["tgt_itos"]

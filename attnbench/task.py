@@ -49,6 +49,9 @@ class Task:
     # Batches may carry a key padding mask (variable lengths). True unless a task states
     # otherwise: plugins that cannot honour padding are refused for it (fail closed).
     pads = True
+    # The task calls the backbone's attention layer itself (Nadaraya-Watson pooling):
+    # only backbones that declare supports_attention_pooling serve it.
+    needs_attention = False
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir

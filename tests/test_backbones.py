@@ -45,6 +45,10 @@ def padded_batch(lengths: list[int], extra: int = 0) -> tuple[torch.Tensor, torc
 REFUSED = {
     **{(m, "graph"): "supports_graph" for m in ("cnn", "rnn", "window_mlp")},
     **{(m, "translation"): "supports_seq2seq" for m in ("cnn", "mlp", "window_mlp")},
+    # Nadaraya-Watson regression pools with the model's own attention layer
+    **{
+        (m, "regression"): "supports_attention_pooling" for m in ("cnn", "rnn", "mlp", "window_mlp")
+    },
 }
 
 

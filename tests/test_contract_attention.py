@@ -40,6 +40,7 @@ CAPABILITY_CHECKS = {
 }
 SKIPPED = {
     "dot": {"graph"},
+    "kernel": {"graph"},
     "multihead": {"graph"},
     "additive": {"graph"},
     "linear": {"relative_score_bias", "relative_rotate", "kv_cache", "graph"},

@@ -14,6 +14,8 @@ from attnbench.testing import assert_conforms, check_task, failed, main
 # Small data where a task has a size knob (the checker reads one batch per split).
 SMALL = {
     "image": {"batch_size": 8},
+    # the checker's stand-in backbone has no attention layer for the task to pool with
+    "regression": {"pooling": "average"},
     "longrange": {"train_size": 64, "eval_size": 32, "length": 32},
     "pos": {"batch_size": 8},
     "sentiment": {"batch_size": 8},
@@ -22,6 +24,7 @@ SMALL = {
 # What each built-in's embedder must put in ctx, stated here rather than read from its flags.
 CTX = {
     "graph": ("gives_edges", "grid False", "pads False"),
+    "regression": ("gives_edges False", "grid False", "pads False"),
     "image": ("gives_edges False", "grid, ", "pads False"),
     "longrange": ("gives_edges False", "grid False", "pads False"),
     "pos": ("gives_edges False", "grid False", "pads, key_padding_mask"),

@@ -194,7 +194,7 @@ def test_nothing_to_learn_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        (["model=cnn"], "model 'cnn' has none; models that can: transformer"),
+        (["model=cnn"], "model 'cnn' does not declare supports_attention_pooling.*transformer"),
         (["model.heads=2", "model.layers=2"], "has 2; set model.layers=1"),
         (["model.heads=2", "model.layers=1", "attention=truncated"], "declare supports_cross"),
     ],

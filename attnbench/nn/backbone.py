@@ -22,6 +22,10 @@ TASK_NEEDS = {
     "supports_grid": ("grid", "a 2-D patch grid (ctx.positions (B, N, 2))"),
     "supports_padding": ("pads", "padded batches (ctx.key_padding_mask)"),
     "supports_seq2seq": ("seq2seq", "a sequence-to-sequence task (encode/decode)"),
+    "supports_attention_pooling": (
+        "needs_attention",
+        "a task that pools with the backbone's attention layer (task=regression)",
+    ),
 }
 
 
@@ -37,6 +41,7 @@ class Backbone(nn.Module):
     supports_grid = False  # takes image patches on a 2-D grid
     supports_padding = False  # real positions' outputs ignore padded positions
     supports_seq2seq = False  # has encode(x, ctx) and decode(y, memory, src_ctx, cache)
+    supports_attention_pooling = False  # its attention plugin may be driven by the task
     d_model: int
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:

@@ -29,6 +29,7 @@ class Transformer(Backbone):
     supports_grid = True
     supports_padding = True
     supports_seq2seq = True
+    supports_attention_pooling = True  # its attention layers are plain Attention modules
 
     def __init__(
         self,

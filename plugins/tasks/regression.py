@@ -156,6 +156,7 @@ class Regression(Task):
         if pooling not in POOLINGS:
             raise ConfigError(f"task.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
         self.pooling, self.noise, self.data_seed = pooling, noise, data_seed
+        self.needs_attention = pooling == "attention"  # refused before data for cnn, rnn, ...
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.batch_size = batch_size
         self.prediction_splits = ("test",) if save_curve else ()

@@ -1,0 +1,1 @@
+"""Read finished runs only: attention maps and head statistics (maps), reports, plots."""

@@ -196,7 +196,7 @@ def test_image_pooled_query_and_rollout(runs, tmp_path):
     grid = torch.tensor(e["rollout"])
     assert grid.shape == (4, 4) and bool(((grid >= 0) & (grid <= 1)).all())
     assert 0.0 < float(grid.sum()) < 1.0 + TOL  # the CLS row's share on the patches
-    svg = (tmp_path / "image_0.svg").read_text()
+    svg = (tmp_path / "patches_0.svg").read_text()
     assert all(f">{t}<" in svg for t in ("input", "layer 0", "layer 1", "rollout"))
 
 

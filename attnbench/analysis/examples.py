@@ -27,7 +27,9 @@ from attnbench.data.parallel import BOS, EOS, tokenize
 from attnbench.registry import ConfigError
 from attnbench.task import Network, Task
 
+# maps.json's "kind" of map; the last three equal task plugin names only by coincidence
 KINDS = ("tokens", "translation", "image", "graph")
+TOKENS, TRANSLATION, IMAGE, GRAPH = KINDS
 SPLITS = ("train", "val", "test")
 PAD = 0  # the padding id of token batches (attnbench.data.text.Vocab)
 GRAPH_NEIGHBOURS = 24  # a hub's neighbourhood is cut to its most attended nodes
@@ -35,12 +37,12 @@ GRAPH_NEIGHBOURS = 24  # a hub's neighbourhood is cut to its most attended nodes
 
 def kind_of(task: Task) -> str:
     if getattr(task, "seq2seq", False):
-        return "translation"
+        return TRANSLATION
     if getattr(task, "gives_edges", False):
-        return "graph"
+        return GRAPH
     if getattr(task, "grid", False):
-        return "image"
-    return "tokens"
+        return IMAGE
+    return TOKENS
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Example:
     source: list[str] = field(default_factory=list)
     target: list[str] = field(default_factory=list)
     text: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # image: pooled, rollout; graph: degree
+    extra: dict[str, Any] = field(default_factory=dict)  # image: pooled, rollout, pixels...
 
 
 # ----------------------------------------------------------------------------- batches
@@ -107,7 +109,7 @@ def encode_text(task: Task, text: str) -> Any:
     if hasattr(task, "encode_text"):
         return task.encode_text(text)
     name = getattr(task, "plugin_name", type(task).__name__)
-    if kind_of(task) == "translation":
+    if kind_of(task) == TRANSLATION:
         stoi = {t: i for i, t in enumerate(task.src_itos)}
         ids = [stoi.get(t, 1) for t in tokenize(text, getattr(task, "lowercase", False))]
         if not ids:
@@ -115,7 +117,7 @@ def encode_text(task: Task, text: str) -> Any:
         bos, eos = task.tgt_itos.index(BOS), task.tgt_itos.index(EOS)
         return {"src": torch.tensor([ids]), "tgt": torch.tensor([[bos, eos]]), "refs": [""]}
     vocab = getattr(task, "vocab", None)
-    if kind_of(task) != "tokens" or vocab is None:
+    if kind_of(task) != TOKENS or vocab is None:
         raise ConfigError(
             f"task {name!r} cannot read --text: it has no vocabulary (task.vocab) and no "
             "encode_text(text); pick examples of a split with --index"
@@ -215,6 +217,15 @@ def _pooled_row(weights: Tensor, located: Tensor) -> tuple[Tensor, str]:
     return weights[..., located, :].mean(-2), "mean"
 
 
+def _pixels(batch: Any) -> Tensor | None:
+    """The batch's images (B, C, H, W): its one 4-D tensor, if it has one (read without
+    naming the task's field, so any image task's batch serves)."""
+    if not isinstance(batch, dict):
+        return None
+    found = [v for v in batch.values() if isinstance(v, Tensor) and v.dim() == 4]
+    return found[0] if len(found) == 1 else None
+
+
 def image_examples(task: Task, net: Network, indices: list, batch: Any) -> list[Example]:
     """Every layer's weights, the pooled query's attention over the patch grid per layer
     and the rollout of all layers."""
@@ -223,7 +234,7 @@ def image_examples(task: Task, net: Network, indices: list, batch: Any) -> list[
     positions = getattr(layers[0].ctx, "positions", None)
     if positions is None or positions.dim() != 3:
         raise ConfigError("the image task gave no 2-D patch positions (ctx.positions)")
-    images = batch.get("image") if isinstance(batch, dict) else None
+    images = _pixels(batch)
     out = []
     for row, index in enumerate(indices):
         where = positions[row].cpu()  # (N, 2)
@@ -242,7 +253,7 @@ def image_examples(task: Task, net: Network, indices: list, batch: Any) -> list[
             "query": query,
             "pooled": pooled,  # per layer (h, rows, cols)
             "rollout": _patch_grid(rolled, where, located),  # (rows, cols)
-            "image": images[row] if isinstance(images, Tensor) else None,  # (C, H, W)
+            "pixels": images[row] if images is not None else None,  # (C, H, W)
         }
         out.append(Example(index, maps, tokens=tokens, extra=extra))
     return out
@@ -277,4 +288,4 @@ def graph_examples(task: Task, net: Network, split: str, nodes: list[int]) -> li
     return out
 
 
-EXTRACT = {"tokens": token_examples, "translation": translation_examples, "image": image_examples}
+EXTRACT = {TOKENS: token_examples, TRANSLATION: translation_examples, IMAGE: image_examples}

@@ -158,7 +158,7 @@ def image_overlay(example: Example, layers: list[int], heads: list[int], title: 
     pooled = example.extra["pooled"]  # per layer (h, rows, cols)
     grids = [(f"layer {lay}", pooled[lay][heads].mean(0)) for lay in layers]
     grids.append(("rollout", example.extra["rollout"]))
-    image = example.extra.get("image")
+    image = example.extra.get("pixels")
     # transparent (no attention) to opaque red: the image shows through where none goes
     overlay = LinearSegmentedColormap.from_list("overlay", [(1, 0, 0, 0), (0.9, 0, 0, 0.85)])
     with matplotlib.rc_context(STYLE):

@@ -9,7 +9,7 @@ runs the chosen examples with every attention module captured and writes, under 
   * token tasks: tokens_<index>.png/.svg, a layers x heads grid of heatmaps;
   * translation: alignment_<index>.png/.svg, the last decoder layer's cross-attention of the
     generated target over the source, mean and per head;
-  * images: image_<index>.png/.svg, the pooled (CLS or mean) query's attention over the
+  * images: patches_<index>.png/.svg, the pooled (CLS or mean) query's attention over the
     patches per layer, overlaid on the image, and attention rollout;
   * graphs: node_<index>.png/.svg, the node's attention over its neighbourhood;
   * maps.json, the weights themselves (read by ``attnbench report --html``):
@@ -38,7 +38,7 @@ from attnbench.analysis.stats import HeadStats
 from attnbench.registry import AttnbenchError, ConfigError
 
 DEFAULT_INDICES = "0,1,2"
-STEMS = {"tokens": "tokens", "translation": "alignment", "image": "image", "graph": "node"}
+STEMS = {ex.TOKENS: "tokens", ex.TRANSLATION: "alignment", ex.IMAGE: "patches", ex.GRAPH: "node"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,7 +85,7 @@ def _chosen(count: int, pick: int | None, what: str) -> list[int]:
 def collect(run: LoadedRun, args: argparse.Namespace, kind: str) -> list[ex.Example]:
     task, net = run.task, run.net
     if args.text is not None:
-        if kind == "graph":
+        if kind == ex.GRAPH:
             raise ConfigError("--text does not apply to a graph task; pick nodes with --index")
         batch = ex.encode_text(task, args.text)
         try:
@@ -99,7 +99,7 @@ def collect(run: LoadedRun, args: argparse.Namespace, kind: str) -> list[ex.Exam
         return [example]
     ex.check_split(task, args.split)
     indices = _indices(args.index)
-    if kind == "graph":
+    if kind == ex.GRAPH:
         return ex.graph_examples(task, net, args.split, indices)
     found = {}
     for chosen, batch in ex.examples_at(task, args.split, indices):
@@ -119,15 +119,15 @@ def to_json(task_name: str, kind: str, examples: list[ex.Example]) -> dict[str, 
         item: dict[str, Any] = {"index": e.index}
         if e.text is not None:
             item["text"] = e.text
-        if kind == "translation":
+        if kind == ex.TRANSLATION:
             item["source"], item["target"] = e.source, e.target
         else:
             item["tokens"] = e.tokens
         item["layers"] = [_rounded(w) for w in e.layers]
-        if kind == "image":
+        if kind == ex.IMAGE:
             item["query"] = e.extra["query"]
             item["rollout"] = _rounded(e.extra["rollout"])
-        if kind == "graph":
+        if kind == ex.GRAPH:
             item["degree"] = e.extra["degree"]
         out.append(item)
     return {"task": task_name, "kind": kind, "examples": out}
@@ -143,15 +143,15 @@ def draw(kind: str, examples: list[ex.Example], args, out: Path, title: str) -> 
         name = "text" if e.index is None else str(e.index)
         if e.index is None:
             label = f"{title}, {e.text!r}"
-        elif kind == "graph":
+        elif kind == ex.GRAPH:
             label = f"{title}, {args.split} split"
         else:
             label = f"{title}, {args.split} #{e.index}"
-        if kind == "tokens":
+        if kind == ex.TOKENS:
             figure = fig.token_grid(e, layers, heads, label)
-        elif kind == "translation":
+        elif kind == ex.TRANSLATION:
             figure = fig.alignment(e, heads, label)
-        elif kind == "image":
+        elif kind == ex.IMAGE:
             figure = fig.image_overlay(e, layers, heads, label)
         else:
             figure = fig.graph_neighbourhood(e, layers, heads, label)
@@ -164,13 +164,13 @@ def head_stats(run: LoadedRun, split: str, batches: int, kind: str) -> list[dict
     ``batches`` batches; sequence-to-sequence tasks run teacher-forced (no generation)."""
     if batches < 1:
         raise ConfigError(f"--batches {batches}: give at least 1")
-    stats = HeadStats(measure_distance=kind != "graph")
-    stage = "train" if kind == "translation" else "test"  # "train": no decoding loop
+    stats = HeadStats(measure_distance=kind != ex.GRAPH)
+    stage = "train" if kind == ex.TRANSLATION else "test"  # "train": no decoding loop
     with torch.no_grad(), capture(run.net, on_record=stats.add):
         for i, batch in enumerate(run.task.dataloader(split)):
             if i == batches:
                 break
-            if kind == "translation":  # the decoder's real queries: those with a label
+            if kind == ex.TRANSLATION:  # the decoder's real queries: those with a label
                 stats.decoder_queries = batch["tgt"][:, 1:] != ex.PAD
             run.task.forward(run.net, batch, stage)
     return stats.rows()

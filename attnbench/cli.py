@@ -205,6 +205,8 @@ VERBS = {
     "download": "fetch a real data set with checksums: attnbench download NAME [--help]",
     "report": "mean ± std of finished runs: attnbench report DIR... [--metric M] "
     "[--plot FILE] [--html FILE] [--help]",
+    "maps": "attention maps of a finished run: attnbench maps RUN_DIR [--index 0,5] [--text S] "
+    "[--stats] [--help]",
     "plot": "learning curves of finished runs: attnbench plot RUN_DIR... [--metric M] "
     "[--x step|epoch] [--group F] [--out FILE]",
 }
@@ -279,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.listing import main as list_main
 
             return list_main(argv)
+        if verb == "maps":
+            from attnbench.analysis.maps import main as maps_main
+
+            return _exit(maps_main(argv))
         if verb == "plot":
             from attnbench.analysis.plot import main as plot_main
 

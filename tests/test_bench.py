@@ -449,6 +449,8 @@ CORE = ROOT / "attnbench"
 COINCIDENCES = {
     ("lit.py", "make_optimizer", "none"): "optim.scheduler=none, not the posenc",
     ("validate.py", "<module>", "none"): "optim.scheduler=none, not the posenc",
+    ("analysis/map_figures.py", "<module>", "none"): "matplotlib's svg.fonttype",
+    ("analysis/plot.py", "<module>", "none"): "a matplotlib setting, not the posenc",
     # the data directory's layout (data_dir/sentiment/, pos/, ...), shared with shared/data
     ("data/download.py", "<module>", "pos"): "a data folder",
     ("data/download.py", "<module>", "sentiment"): "a data folder",

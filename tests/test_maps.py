@@ -161,7 +161,7 @@ def test_truncated_attention_shows_its_window(runs, tmp_path):
 @pytest.mark.parametrize("run, layers", [("translation", 2), ("rnn", 1)])
 def test_translation_alignment_is_target_by_source(runs, tmp_path, run, layers):
     data = maps(runs[run], tmp_path, "--index", "0,3")
-    assert data["kind"] == "translation"
+    assert data["kind"] == "alignment"
     for e in data["examples"]:
         assert len(e["layers"]) == layers  # the decoder's cross-attention, one per layer
         assert e["source"] and e["target"]
@@ -187,7 +187,7 @@ def test_translation_text(runs, tmp_path):
 def test_image_pooled_query_and_rollout(runs, tmp_path):
     data = maps(runs["image"], tmp_path, "--index", "0")
     [e] = data["examples"]
-    assert data["kind"] == "image" and e["query"] == "CLS"
+    assert data["kind"] == "patches" and e["query"] == "CLS"
     # digits are 8x8 with 2x2 patches: 16 patches on a 4x4 grid, then the CLS token
     assert len(e["tokens"]) == 17 and e["tokens"][-1] == "CLS" and e["tokens"][0] == "0,0"
     for layer in e["layers"]:
@@ -205,7 +205,7 @@ def test_graph_neighbourhoods_follow_the_edges(runs, tmp_path):
     task = registry.build("task", "graph", data_dir=str(tmp_path))
     task.setup()
     edges = set(map(tuple, task.graph.edges.T.tolist()))
-    assert data["kind"] == "graph" and [e["index"] for e in data["examples"]] == [0, 7]
+    assert data["kind"] == "nodes" and [e["index"] for e in data["examples"]] == [0, 7]
     for e in data["examples"]:
         nodes = [int(t) for t in e["tokens"]]
         assert nodes[0] == e["index"]

@@ -87,7 +87,7 @@ def test_readme_command_runs(line, tmp_path):
         (tmp_path / name).write_text(text)
     words = shlex.split(line, comments=True)
     trains = not any(
-        w in ("list", "check", "bench", "report", "plot", "--help", "--cfg") for w in words
+        w in ("list", "check", "bench", "report", "plot", "maps", "--help", "--cfg") for w in words
     )
     if "bench" in words:
         pytest.skip("benchmarks run on demand")

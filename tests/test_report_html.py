@@ -71,7 +71,7 @@ TOKEN_MAPS = {
 }
 TRANSLATION_MAPS = {
     "task": "translation",
-    "kind": "translation",
+    "kind": "alignment",
     "examples": [{"index": 2, "source": SOURCE, "target": TARGET, "layers": [[ALIGNMENT]]}],
 }
 TABLE = [
@@ -161,7 +161,7 @@ def test_the_page_holds_the_table_the_runs_left_out_curves_and_maps(page):
     assert [(v["data-kind"], v["data-index"]) for v in views] == [
         ("tokens", "0"),
         ("tokens", "5"),
-        ("translation", "2"),
+        ("alignment", "2"),
     ]
     weights = [json.loads(m) for m in re.findall(r'class="weights">(.*?)</script>', text)]
     assert weights[0] == {

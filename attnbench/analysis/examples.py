@@ -27,8 +27,9 @@ from attnbench.data.parallel import BOS, EOS, tokenize
 from attnbench.registry import ConfigError
 from attnbench.task import Network, Task
 
-# maps.json's "kind" of map; the last three equal task plugin names only by coincidence
-KINDS = ("tokens", "translation", "image", "graph")
+# maps.json's "kind" of map: token × token, target × source, patches on an image, a node's
+# neighbourhood (kinds of picture, not task names)
+KINDS = ("tokens", "alignment", "patches", "nodes")
 TOKENS, TRANSLATION, IMAGE, GRAPH = KINDS
 SPLITS = ("train", "val", "test")
 PAD = 0  # the padding id of token batches (attnbench.data.text.Vocab)

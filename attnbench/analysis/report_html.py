@@ -22,7 +22,7 @@ from typing import Any
 from attnbench.analysis.plot import Curves, csv_path, curves_figure, natural, read_log, svg_bytes
 
 MAPS = Path("maps") / "maps.json"
-KINDS = ("tokens", "translation", "image", "graph")
+KINDS = ("tokens", "alignment", "patches", "nodes")  # maps.json's kinds (analysis.examples)
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 STYLE = """
@@ -214,7 +214,7 @@ def example_view(kind: str, example: dict[str, Any], number: int) -> str:
                 rounded[-1].append([[round(float(w), 3) for w in row] for row in weights])
             except (TypeError, ValueError) as e:
                 raise MapsError(f"example {number}: layer {li} head {hi}: {e}") from None
-    if kind == "translation":
+    if kind == "alignment":
         queries = labels(example.get("target"), nq)
         keys = labels(example.get("source"), nk)
         caption = "cross-attention: target (left) → source (right)"

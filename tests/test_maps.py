@@ -174,6 +174,13 @@ def test_translation_alignment_is_target_by_source(runs, tmp_path, run, layers):
     assert (tmp_path / "alignment_0.svg").is_file() and (tmp_path / "alignment_3.png").is_file()
 
 
+def test_pos_map_of_a_sentence_given_as_text(runs, tmp_path):
+    data = maps(runs["pos"], tmp_path, "--text", "I saw a Qwzx saw")
+    [e] = data["examples"]
+    assert e["tokens"] == ["i", "saw", "a", "<unk>", "saw"]  # the words, lowercased
+    assert len(e["layers"][0][0]) == 5 and len(e["layers"][0][0][0]) == 5  # 5 × 5 per head
+
+
 def test_translation_text(runs, tmp_path):
     data = maps(runs["translation"], tmp_path, "--text", "a b zz c")
     [e] = data["examples"]

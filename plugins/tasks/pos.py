@@ -357,6 +357,9 @@ class POS(Task):
     def setup(self) -> None:
         payload = self._payload()
         self.sizes = [len(itos) for itos in payload["itos"]]
+        # one vocabulary per feature column (word, shape, suffixes): itos holds <pad>, <unk>
+        self.vocabs = [Vocab(itos[2:]) for itos in payload["itos"]]
+        self.vocab = self.vocabs[0]  # the words, for token text (attnbench maps)
         self.chars = payload.get("chars")
         counts = payload["word_counts"].float()
         a = self.word_dropout
@@ -368,6 +371,25 @@ class POS(Task):
             if split == "train":  # eval splits are never cut: every token is scored
                 seqs, tags = [s[: self.max_len] for s in seqs], [t[: self.max_len] for t in tags]
             self.splits[split] = SequenceDataset(seqs, tags)
+
+    def encode_text(self, text: str) -> dict[str, Tensor]:
+        """One sentence as a batch, as the loaders give it (``attnbench maps --text``): each
+        word's feature ids in the task's vocabularies, unknown ones <unk>; tags are 0."""
+        if self.chars is not None:
+            raise ConfigError(
+                "--text needs the word features only; it cannot spell out new "
+                "words for the char CNN (task.char_dim > 0)"
+            )
+        words = text.split()
+        if not words:
+            raise ConfigError("--text is empty; give a sentence")
+        feats = torch.tensor(
+            [
+                [v.stoi.get(s, UNK_ID) for v, s in zip(self.vocabs, self.featurizer.strings(w))]
+                for w in words
+            ]
+        )  # (N, F)
+        return collate_tagged([(feats, torch.zeros(len(words), dtype=torch.long))])
 
     def dataloader(self, split: str) -> DataLoader:
         return bucketed_loader(

@@ -221,3 +221,38 @@ def test_a_directory_in_the_way_is_one_line(tmp_path):
         dl.fetch(source, tmp_path / "data", base_url=tmp_path.as_uri())
     assert "\n" not in str(err.value)
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["x"]  # no staging left
+
+
+FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
+FSDD_MEMBER = f"free-spoken-digit-dataset-{FSDD_COMMIT}/recordings/"
+# sha256 of all 3,000 recordings concatenated in file-name order (shared/data/speech/README.md)
+FSDD_COMBINED = "ddb17656a0bca4c5ddace082be188ca630516dc2ef1110afe3c4e9cc71173de4"
+
+
+def test_download_fsdd_from_a_local_archive(shared_data, tmp_path):
+    """GitHub's archive layout (<repo>-<commit>/recordings/*.wav) built from the real files:
+    every recording's pinned sha256 matches, and together they give the README's checksum."""
+    recordings = sorted((shared_data / "speech" / "fsdd" / "recordings").glob("*.wav"))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / f"{FSDD_COMMIT}.zip", "w") as z:
+        z.writestr(f"free-spoken-digit-dataset-{FSDD_COMMIT}/README.md", "FSDD\n")
+        for path in recordings:
+            z.write(path, FSDD_MEMBER + path.name)
+    written = dl.download("fsdd", tmp_path / "data", base_url=mirror.as_uri())
+    folder = tmp_path / "data" / "speech" / "fsdd" / "recordings"
+    assert len(written) == 3000 and all(p.parent == folder for p in written)
+    combined = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        combined.update(path.read_bytes())
+    assert combined.hexdigest() == FSDD_COMBINED
+    assert sorted(p.name for p in folder.iterdir()) == [p.name for p in recordings]
+
+
+def test_a_tampered_fsdd_recording_is_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / f"{FSDD_COMMIT}.zip", "w") as z:
+        z.writestr(FSDD_MEMBER + "0_george_0.wav", b"RIFF not the recording")
+    with pytest.raises(DataError, match=r"checksum mismatch .*recordings/0_george_0\.wav\]") as e:
+        dl.download("fsdd", tmp_path / "data", base_url=tmp_path.as_uri())
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "data").exists()

@@ -12,6 +12,8 @@ Data sets (folder under the data directory, source):
   multi30k     translation/  multi30k/dataset, data/task1/raw (gzip files)
   cora         graph/        kimiyoung/planetoid, data/ind.cora.* (pickles, uncompressed)
   mnist        images/mnist/ the PyTorch (ossci-datasets) MNIST mirror (IDX .gz files)
+  fsdd         speech/fsdd/  Jakobovski/free-spoken-digit-dataset, recordings/*.wav out of
+                             the repository's zip archive at a pinned commit
 
 Every file is checked against a pinned digest: sha256 of the bytes, sha256 after
 gunzip (where mirrors recompress), or the upstream git blob id (GLUE's unlabeled SST-2
@@ -67,6 +69,27 @@ _PLANETOID = (
     "https://raw.githubusercontent.com/kimiyoung/planetoid/"
     "af6abf468a772cc055bec88c52e4d6f51b7c37e3/data/"
 )
+_FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
+
+
+def _fsdd() -> Source:
+    """3,000 WAV files out of one archive: GitHub builds archives on request, so their
+    bytes are not promised to stay the same; each recording's own sha256 is pinned instead
+    (attnbench/data/fsdd_manifest.py)."""
+    from attnbench.data.fsdd_manifest import recordings_sha256
+
+    member = f"free-spoken-digit-dataset-{_FSDD_COMMIT}/recordings/"
+    return Source(
+        "speech/fsdd",
+        "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/",
+        tuple(
+            Remote(f"{_FSDD_COMMIT}.zip", f"recordings/{name}", digest, member=member + name)
+            for name, digest in recordings_sha256().items()
+        ),
+        note="the speech task splits the recordings by index: 0-4 test, 5-9 validation, "
+        "10-49 train (task.dataset=fsdd)",
+    )
+
 
 SOURCES: dict[str, Source] = {
     "ud_ewt": Source(
@@ -180,6 +203,7 @@ SOURCES: dict[str, Source] = {
             )
         ),
     ),
+    "fsdd": _fsdd(),
 }
 
 
@@ -235,6 +259,7 @@ def fetch(source: Source, data_dir: str | Path, base_url: str | None = None) -> 
     dest = root
     try:
         fetched: dict[str, bytes] = {}  # one download per URL (the SST-2 zip holds 3 files)
+        archives: dict[str, zipfile.ZipFile] = {}  # read each zip's index once (FSDD: 3,000)
         staged = []
         for remote in source.files:
             url = base + remote.url
@@ -243,7 +268,9 @@ def fetch(source: Source, data_dir: str | Path, base_url: str | None = None) -> 
             data = fetched[url]
             if remote.member is not None:
                 try:
-                    data = zipfile.ZipFile(io.BytesIO(data)).read(remote.member)
+                    if url not in archives:
+                        archives[url] = zipfile.ZipFile(io.BytesIO(data))
+                    data = archives[url].read(remote.member)
                 except (zipfile.BadZipFile, KeyError, EOFError, zlib.error) as e:
                     raise DataError(
                         f"{url}: {one_line(e)}; expected a zip archive holding "

@@ -16,6 +16,7 @@ SMALL = {
     "image": {"batch_size": 8},
     # the checker's stand-in backbone has no attention layer for the task to pool with
     "regression": {"pooling": "average"},
+    "speech": {"synthetic_takes": 11, "batch_size": 8},
     "longrange": {"train_size": 64, "eval_size": 32, "length": 32},
     "pos": {"batch_size": 8},
     "sentiment": {"batch_size": 8},
@@ -25,6 +26,7 @@ SMALL = {
 CTX = {
     "graph": ("gives_edges", "grid False", "pads False"),
     "regression": ("gives_edges False", "grid False", "pads False"),
+    "speech": ("gives_edges False", "grid False", "pads, key_padding_mask"),
     "image": ("gives_edges False", "grid, ", "pads False"),
     "longrange": ("gives_edges False", "grid False", "pads False"),
     "pos": ("gives_edges False", "grid False", "pads, key_padding_mask"),

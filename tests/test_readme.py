@@ -95,6 +95,11 @@ def test_readme_command_runs(line, tmp_path):
         runs = words[words.index("report") + 1]
         sweep = _run(f"attnbench -m seed=1,2 hydra.sweep.dir={runs}", tmp_path, QUICK)
         assert sweep.returncode == 0, sweep.stderr[-3000:]
+    for verb in ("maps", "plot"):  # a finished run where the line looks for it
+        if verb in words:
+            run_dir = words[words.index(verb) + 1]
+            made = _run(f"attnbench hydra.run.dir={run_dir}", tmp_path, QUICK)
+            assert made.returncode == 0, made.stderr[-3000:]
     if "ckpt_path=outputs/first/checkpoints/last.ckpt" in line:  # the resume example
         first = _run("attnbench trainer.max_epochs=2 hydra.run.dir=outputs/first", tmp_path, QUICK)
         assert first.returncode == 0, first.stderr[-3000:]

@@ -33,6 +33,16 @@ RUNS = {
         "model.heads=2",
         "model.layers=1",
     ],
+    # Bahdanau's placement: the decoder attends once per target step, one query each
+    "bahdanau": [
+        "task=translation",
+        "model=rnn",
+        "attention=additive",
+        "model.attention_placement=bahdanau",
+        "model.d_model=16",
+        "model.heads=2",
+        "model.layers=1",
+    ],
     "image": ["task=image", "task.pooling=cls", *SMALL],
     "graph": ["task=graph", "attention=graph", *SMALL],
     "cnn": ["task=sentiment", "model=cnn", "model.d_model=16"],
@@ -158,10 +168,11 @@ def test_truncated_attention_shows_its_window(runs, tmp_path):
 # ----------------------------------------------------------------------------- translation
 
 
-@pytest.mark.parametrize("run, layers", [("translation", 2), ("rnn", 1)])
+@pytest.mark.parametrize("run, layers", [("translation", 2), ("rnn", 1), ("bahdanau", 1)])
 def test_translation_alignment_is_target_by_source(runs, tmp_path, run, layers):
     data = maps(runs[run], tmp_path, "--index", "0,3")
     assert data["kind"] == "alignment"
+    assert max(len(e["target"]) for e in data["examples"]) > 1  # more than one target row
     for e in data["examples"]:
         assert len(e["layers"]) == layers  # the decoder's cross-attention, one per layer
         assert e["source"] and e["target"]
@@ -378,3 +389,37 @@ def test_capture_records_every_layer_and_leaves_the_model_as_it_was(runs):
     with torch.no_grad():
         loaded.task.forward(loaded.net, batch, "train")
     assert len(seen.records) == len(paths)  # the hooks are gone
+
+
+def test_steps_of_a_bahdanau_decoder_join_into_one_alignment(runs):
+    """Bahdanau's decoder calls its attention once per target step (one query each) even
+    teacher-forced: joined along the query axis, the calls give target x source, row t
+    being step t's call."""
+    from attnbench.analysis.loading import load_run
+
+    loaded = load_run(runs["bahdanau"])
+    batch = next(iter(loaded.task.dataloader("test")))
+    with torch.no_grad(), capture(loaded.net) as seen:
+        loaded.task.forward(loaded.net, batch, "train")
+    b, s = batch["src"].shape
+    t = batch["tgt"].size(1) - 1  # the decoder reads all but the last target token
+    steps = seen.records
+    assert len(steps) == t and all(tuple(r.weights.shape) == (b, 2, 1, s) for r in steps)
+    [joined] = seen.joined(cross=True)
+    assert joined.path == "backbone.attn" and tuple(joined.weights.shape) == (b, 2, t, s)
+    for step, record in enumerate(steps):
+        assert torch.equal(joined.weights[:, :, step], record.weights[:, :, 0])
+    # the steps' queries differ (each is the state the cell reached), so do their rows
+    assert not torch.allclose(joined.weights[:, :, 0], joined.weights[:, :, -1])
+
+
+def test_joining_leaves_a_module_called_once_as_it_is(runs):
+    from attnbench.analysis.loading import load_run
+
+    loaded = load_run(runs["translation"])
+    batch = next(iter(loaded.task.dataloader("test")))
+    with torch.no_grad(), capture(loaded.net) as seen:
+        loaded.task.forward(loaded.net, batch, "train")
+    first, joined = seen.layers(cross=True), seen.joined(cross=True)
+    assert [r.path for r in joined] == [r.path for r in first] and len(first) == 2
+    assert all(j is f for j, f in zip(joined, first))

@@ -6,7 +6,8 @@ weights (B, heads, Nq, Nk) when called with ``need_weights=True``; restricted va
 hooks each Attention module of a model: a forward pre-hook asks for the weights, a forward
 hook records them with the module's path, its call number and the ``ctx`` it was called
 with (padding, positions, edges). A module called several times (a decoder generating step
-by step) gets one record per call; the maps capture one teacher-forced pass instead.
+by step) gets one record per call; the maps capture one teacher-forced pass instead, and
+join the calls of a decoder that attends once per target step even then (Bahdanau's).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from attnbench.nn.attention import Attention
@@ -51,6 +53,27 @@ class Capture:
             if r.cross == cross and r.path not in first:
                 first[r.path] = r
         return [first[p] for p in self.modules if p in first]
+
+    def joined(self, *, cross: bool) -> list[Record]:
+        """Like :meth:`layers`, but each module's calls joined along the query axis, in call
+        order: one record per layer for a single forward pass whose decoder attends once per
+        target step (model=rnn with Bahdanau's placement: T calls of one query each give one
+        (B, h, T, Nk) record). A module called once is its one record, unchanged."""
+        out = []
+        for first in self.layers(cross=cross):
+            calls = [r for r in self.records if r.path == first.path]
+            if len(calls) == 1:
+                out.append(first)
+                continue
+            keys = {tuple(r.weights.shape[:2]) + tuple(r.weights.shape[3:]) for r in calls}
+            if len(keys) != 1:  # a growing key cache: the calls are steps of a generation
+                raise ValueError(
+                    f"{first.path}: its {len(calls)} calls attend over different keys "
+                    f"({sorted(keys)}); capture one teacher-forced pass to join them"
+                )
+            weights = torch.cat([r.weights for r in calls], dim=2)  # (B, h, sum Nq, Nk)
+            out.append(Record(first.path, 0, weights, first.cross, first.ctx))
+        return out
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, Attention]]:

@@ -75,9 +75,12 @@ def select_rows(batch: Any, rows: list[int], size: int) -> Any:
     return batch
 
 
-def examples_at(task: Task, split: str, indices: list[int]) -> Iterator[tuple[list[int], Any]]:
+def examples_at(
+    task: Task, split: str, indices: list[int], option: str = "--index "
+) -> Iterator[tuple[list[int], Any]]:
     """(indices, batch of just those examples) per loader batch holding wanted indices, in
-    the split's order (evaluation loaders do not shuffle): one forward pass serves them."""
+    the split's order (evaluation loaders do not shuffle): one forward pass serves them.
+    ``option`` names the setting an index past the split came from, in the error."""
     wanted, offset, last = set(indices), 0, -1
     for batch in task.dataloader(split):
         size = task.num_samples(batch)
@@ -89,7 +92,7 @@ def examples_at(task: Task, split: str, indices: list[int]) -> Iterator[tuple[li
         if not wanted:
             return
     raise ConfigError(
-        f"--index {min(wanted)}: the {split} split has only {last + 1} examples (indices 0..{last})"
+        f"{option}{min(wanted)}: the {split} split has only {last + 1} examples (indices 0..{last})"
     )
 
 
@@ -141,9 +144,33 @@ def _token_text(task: Task, batch: Any, row: int, real: Tensor) -> list[str]:
 # ----------------------------------------------------------------------------- forward
 
 
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A collated batch with its tensors on ``device`` (other fields as they are)."""
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def device_of(net: torch.nn.Module) -> torch.device:
+    """Where the net's weights are (the CPU for a net without any)."""
+    first = next(net.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _forward(task: Task, net: Network, batch: Any, stage: str) -> Any:
+    """The task's forward pass on the net's device (a model training on a GPU, drawn by
+    the training callback); the caller's batch stays where it is, for the text."""
+    with torch.no_grad():
+        return task.forward(net, to_device(batch, device_of(net)), stage)
+
+
 def _run(task: Task, net: Network, batch: Any, stage: str) -> tuple[Capture, Any]:
-    with torch.no_grad(), capture(net) as seen:
-        out = task.forward(net, batch, stage)
+    with capture(net) as seen:
+        out = _forward(task, net, batch, stage)
     return seen, out
 
 
@@ -178,8 +205,7 @@ def translation_examples(task: Task, net: Network, indices: list, batch: Any) ->
     generate (as the run's test did: task.beam_size), then one teacher-forced pass on the
     generated tokens gives every decoder layer's (target x source) weights at once, those
     of the generation itself (the decoder is causal and dropout is off)."""
-    with torch.no_grad():
-        generated = task.forward(net, batch, "predict")["generated"].tolist()  # (B, L)
+    generated = _forward(task, net, batch, "predict")["generated"].tolist()  # (B, L)
     bos, eos = task.tgt_itos.index(BOS), task.tgt_itos.index(EOS)
     targets = []
     for row in generated:
@@ -189,7 +215,8 @@ def translation_examples(task: Task, net: Network, indices: list, batch: Any) ->
         [torch.tensor([bos, *t]) for t in targets], batch_first=True, padding_value=PAD
     )  # (B, 1 + T): <s> and the output; the pass reads all but the last
     seen, _ = _run(task, net, {**batch, "tgt": forced}, "train")  # "train": no decoding loop
-    layers = _require(seen.layers(cross=True), "cross-attention")
+    # a decoder attending once per target step (rnn, bahdanau) calls it T times: joined
+    layers = _require(seen.joined(cross=True), "cross-attention")
     out = []
     for row, (index, target) in enumerate(zip(indices, targets)):
         real = _real_keys(layers[0], row)
@@ -260,7 +287,9 @@ def image_examples(task: Task, net: Network, indices: list, batch: Any) -> list[
     return out
 
 
-def graph_examples(task: Task, net: Network, split: str, nodes: list[int]) -> list[Example]:
+def graph_examples(
+    task: Task, net: Network, split: str, nodes: list[int], option: str = "--index "
+) -> list[Example]:
     """Each chosen node's neighbourhood (itself first, then the nodes it attends along its
     edges; a hub's cut to its GRAPH_NEIGHBOURS most attended) in every layer and head."""
     batch = next(iter(task.dataloader(split)))  # one batch: the whole graph
@@ -275,7 +304,7 @@ def graph_examples(task: Task, net: Network, split: str, nodes: list[int]) -> li
     out = []
     for node in nodes:
         if not 0 <= node < n:
-            raise ConfigError(f"--index {node}: the graph has {n} nodes (0..{n - 1})")
+            raise ConfigError(f"{option}{node}: the graph has {n} nodes (0..{n - 1})")
         around = edges[1][edges[0] == node] % n
         around = torch.unique(around[around != node])  # its neighbours, not itself
         degree = len(around)

@@ -27,11 +27,11 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height))
 
 
-def save(fig: Figure, stem: Path) -> list[Path]:
-    """stem.png (150 dpi) and stem.svg."""
+def save(fig: Figure, stem: Path, suffixes: tuple[str, ...] = (".png", ".svg")) -> list[Path]:
+    """stem.png (150 dpi) and stem.svg (or only the formats in ``suffixes``)."""
     import matplotlib
 
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    paths = [stem.with_suffix(suffix) for suffix in suffixes]
     with matplotlib.rc_context(STYLE):
         for path in paths:
             fig.savefig(path, dpi=150 if path.suffix == ".png" else "figure")

@@ -133,6 +133,20 @@ def to_json(task_name: str, kind: str, examples: list[ex.Example]) -> dict[str, 
     return {"task": task_name, "kind": kind, "examples": out}
 
 
+def figure(kind: str, example: ex.Example, layers: list[int], heads: list[int], label: str):
+    """The matplotlib Figure of one example's maps, as this verb draws it for its kind
+    (also what ``callbacks=attention_maps`` logs during training)."""
+    from attnbench.analysis import map_figures as fig
+
+    if kind == ex.TOKENS:
+        return fig.token_grid(example, layers, heads, label)
+    if kind == ex.TRANSLATION:
+        return fig.alignment(example, heads, label)
+    if kind == ex.IMAGE:
+        return fig.image_overlay(example, layers, heads, label)
+    return fig.graph_neighbourhood(example, layers, heads, label)
+
+
 def draw(kind: str, examples: list[ex.Example], args, out: Path, title: str) -> list[Path]:
     from attnbench.analysis import map_figures as fig
 
@@ -147,15 +161,7 @@ def draw(kind: str, examples: list[ex.Example], args, out: Path, title: str) -> 
             label = f"{title}, {args.split} split"
         else:
             label = f"{title}, {args.split} #{e.index}"
-        if kind == ex.TOKENS:
-            figure = fig.token_grid(e, layers, heads, label)
-        elif kind == ex.TRANSLATION:
-            figure = fig.alignment(e, heads, label)
-        elif kind == ex.IMAGE:
-            figure = fig.image_overlay(e, layers, heads, label)
-        else:
-            figure = fig.graph_neighbourhood(e, layers, heads, label)
-        written += fig.save(figure, out / f"{STEMS[kind]}_{name}")
+        written += fig.save(figure(kind, e, layers, heads, label), out / f"{STEMS[kind]}_{name}")
     return written
 
 

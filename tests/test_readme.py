@@ -103,7 +103,9 @@ def test_readme_command_runs(line, tmp_path):
     if "ckpt_path=outputs/first/checkpoints/last.ckpt" in line:  # the resume example
         first = _run("attnbench trainer.max_epochs=2 hydra.run.dir=outputs/first", tmp_path, QUICK)
         assert first.returncode == 0, first.stderr[-3000:]
-    extra = [*QUICK, *(["trainer.max_epochs=1"] if "-m" in words else [])] if trains else []
+    quick = [*QUICK, *(["trainer.max_epochs=1"] if "-m" in words else [])] if trains else []
+    given = {w.split("=", 1)[0] for w in words if "=" in w}
+    extra = [o for o in quick if o.split("=", 1)[0] not in given]  # the line's own settings win
     result = _run(line, tmp_path, extra)  # sweeps: every job one short epoch
     expect_fail = "dto" in line or "dropuot" in line
     if expect_fail:

@@ -168,7 +168,9 @@ def test_every_experiment_preset_selects_valid_plugin_parameters(preset, tmp_pat
 def test_failed_run_leaves_earlier_results_alone(tmp_path):
     first = run(compose([*SMALL, "trainer.max_epochs=1", "logger=none"], tmp_path))
     before = (tmp_path / "summary.json").read_text()
-    with pytest.raises(Exception, match="exceeds posenc.max_len"):
+    with pytest.raises(
+        Exception, match="posenc.max_len=4 is shorter than this task.s longest sequence"
+    ):
         run(
             compose(
                 [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -52,6 +53,27 @@ def _run(line: str, cwd, extra: list[str] = ()) -> subprocess.CompletedProcess:
     assert words[0] == "attnbench"
     cmd = [*ATTNBENCH, *words[1:], *extra]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+# A number the README quotes, with the command that produces it and the tolerance stated:
+# <!-- result: attnbench ... => metric value ± tolerance --> right below the text quoting it.
+RESULT = re.compile(r"<!-- result: (.+?) => (\S+) ([\d.]+) ± ([\d.]+) -->")
+
+
+def _quoted_results() -> list[tuple[str, str, str, str]]:
+    return RESULT.findall(README)
+
+
+@pytest.mark.parametrize(("line", "metric", "value", "tolerance"), _quoted_results())
+def test_readme_numbers_are_what_the_commands_print(line, metric, value, tolerance, tmp_path):
+    """Runs the command as the README gives it (no shortened epochs) and compares."""
+    at = README.index(f"<!-- result: {line} =>")
+    shown = value.rstrip("0").rstrip(".")  # 0.995 is quoted as 0.99.., 1.040 as 1.040
+    assert shown[:4] in README[max(0, at - 1500) : at], f"the text above does not quote {value}"
+    result = _run(f"{line} hydra.run.dir=run", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["metrics"][metric] == pytest.approx(float(value), abs=float(tolerance))
 
 
 def test_quickstart_is_two_commands():

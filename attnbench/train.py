@@ -106,6 +106,28 @@ def checked_checkpoint(ckpt_path: Any) -> str | None:
     return str(file)
 
 
+def check_checkpoint_fits(ckpt_path: str, model: torch.nn.Module) -> None:
+    """The checkpoint's weights must have this model's names and shapes: resuming with
+    another configuration is one line naming the first difference, not a page of Lightning's
+    size-mismatch report."""
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    mine = model.state_dict()
+    for key, tensor in mine.items():
+        if key not in saved or saved[key].shape != tensor.shape:
+            found = tuple(saved[key].shape) if key in saved else "nothing"
+            raise registry.ConfigError(
+                f"ckpt_path={ckpt_path} does not fit this model: {key} is {found} there and "
+                f"{tuple(tensor.shape)} here; resume with the settings the run was trained "
+                "with (its .hydra/overrides.yaml)"
+            )
+    extra = sorted(set(saved) - set(mine))
+    if extra:
+        raise registry.ConfigError(
+            f"ckpt_path={ckpt_path} does not fit this model: it holds {extra[0]} (and "
+            f"{len(extra) - 1} more) that this model lacks; resume with the run's settings"
+        )
+
+
 def _number(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
 
@@ -147,6 +169,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
         plugins = match_widths(plugins, task, **OmegaConf.to_container(cfg.match_params))
     model = LitModel(task, build_backbone(plugins, task), OmegaConf.to_container(cfg.optim))
+    if ckpt_path:
+        check_checkpoint_fits(ckpt_path, model)
     check_metric_name(cfg.optimized_metric, task)
     metric_name = cfg.optimized_metric or task.monitor
     config.RUN_MONITOR.update(monitor=metric_name, mode=monitor_mode(metric_name, task))

@@ -218,3 +218,14 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     assert count == 2 and len(ids) == 1
     _, [other_id] = run_ids(other)
     assert other_id not in ids  # another directory is another wandb run
+
+
+def test_resuming_with_another_model_is_one_line(tmp_path):
+    first = tmp_path / "first"
+    run(compose([*SMALL, "trainer.max_epochs=1", "logger=none"], first))
+    other = [*SMALL, "model.d_model=32", "trainer.max_epochs=2", "logger=none"]
+    with pytest.raises(
+        ConfigError, match=r"does not fit this model: .* is \(54, 16\) there and \(54, 32\) here"
+    ) as err:
+        run(compose([*other, f"ckpt_path={first}/checkpoints/last.ckpt"], tmp_path / "again"))
+    assert "\n" not in str(err.value)

@@ -28,17 +28,16 @@ def refuse_unservable(plugins: Plugins, task) -> None:
     """One line, before any data is loaded, when a selected plugin cannot serve the task:
     the backbone's and the attention's declared capabilities against what the task's
     batches hold (class-level declarations: the task need not be set up)."""
-    registry.get("model", plugins["model"][0]).cls.check_task(task)
+    model_name, model_params = plugins["model"]
+    model = registry.get("model", model_name).cls
+    model.check_task(task)
     wants = _takes(plugins)
-    if "attention" not in wants:
+    uses = model.attention_uses(task, model_params) if "attention" in wants else None
+    if uses is None:  # the backbone will not call the attention plugin on this task
         return
     relative = "posenc" in wants and registry.get("posenc", plugins["posenc"][0]).cls.relative
     registry.get("attention", plugins["attention"][0]).cls.check_use(
-        graph=task.gives_edges,
-        padding=task.pads,
-        relative_posenc=relative,
-        causal=task.seq2seq,
-        cross=task.seq2seq,
+        **uses, relative_posenc=relative
     )
 
 

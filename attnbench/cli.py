@@ -79,6 +79,11 @@ def _hydra_error_line(e: Exception, argv: list[str]) -> str:
         full = [f"{prefix}{k}" for k in keys if not k.startswith("_")]
         hint = registry.suggest(key, full) if keys else "see attnbench --cfg job"
         return f"unknown config key {key!r}; {hint} (add a new key with +{key}=...)"
+    if first.startswith("Ambiguous value"):
+        return (
+            f"{first}; to sweep the values add -m, to pass a list write key=[a,b] "
+            "(quoted in the shell)"
+        )
     if "Error parsing override" in first or "no viable alternative" in first:
         return _unparsable(argv) or f"{first}; overrides are key=value"
     return first
@@ -108,7 +113,7 @@ def _unparsable(argv: list[str]) -> str | None:
     return None
 
 
-def _flag_to_hydra(argv: list[str]) -> None:
+def _let_hydra_errors_raise() -> None:
     """Let Hydra's composition errors reach us as exceptions (not printed + exit 1)."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
@@ -174,7 +179,7 @@ def _hydra_main(argv: list[str]) -> None:
     store_plugins()
     register_resolvers()
     sys.argv = [sys.argv[0], *argv]
-    _flag_to_hydra(argv)
+    _let_hydra_errors_raise()
     try:
         hydra.main(version_base="1.3", config_path="pkg://attnbench.conf", config_name="config")(
             train_task

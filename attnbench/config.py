@@ -157,7 +157,13 @@ RUN_MONITOR: dict[str, str] = {}
 def _monitor() -> str:
     if "monitor" not in RUN_MONITOR:
         raise registry.ConfigError("${attnbench.monitor:} is only known inside a run")
-    return RUN_MONITOR["monitor"]
+    metric = RUN_MONITOR["monitor"]
+    if not metric.startswith(("val/", "train/")):  # callbacks watch it during training
+        raise registry.ConfigError(
+            f"a callback monitors optimized_metric={metric!r}, which is logged only after "
+            "training; monitor a val/ metric (optimized_metric=val/...)"
+        )
+    return metric
 
 
 def _monitor_mode() -> str:

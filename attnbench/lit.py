@@ -13,10 +13,8 @@ from torchmetrics import MetricCollection
 
 from attnbench.task import Network, Stage, Task
 
+
 # Top-level modules of checkpoints written before they moved under LitModel.net.
-_PRE_NET_MODULES = ("embedder.", "backbone.", "head.")
-
-
 class LitModel(pl.LightningModule):
     """Runs a task's :class:`Network` under Lightning. The task gets the plain network and
     the stage of each batch, never this module (nor the trainer)."""
@@ -57,9 +55,7 @@ class LitModel(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resume checkpoints written before the modules moved under ``net``."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(_PRE_NET_MODULES)]:
-            state[f"net.{key}"] = state.pop(key)
+        Network.upgrade_keys(checkpoint["state_dict"])
 
     def configure_optimizers(self):
         opt, sched = make_optimizer(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import math
 import operator
 import re
 import types
@@ -47,6 +48,8 @@ class Range:
     max_open: bool = False
 
     def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):  # NaN compares false to every bound; inf is no size
+            return False
         if self.min is not None and (value <= self.min if self.min_open else value < self.min):
             return False
         return self.max is None or (value < self.max if self.max_open else value <= self.max)

@@ -165,7 +165,19 @@ def register(kind: str, name: str):
     _check_kind(kind)
 
     def decorator(cls: type) -> type:
-        _check_base(kind, name, cls)
+        try:
+            _check_base(kind, name, cls)
+        except PluginContractError as e:
+            if _state.source is None:  # a direct call: fail right here
+                raise
+            # while discovering: this class is broken, the file's other plugins still load
+            where = inspect.getsourcefile(cls) if inspect.isclass(cls) else None
+            label = where or getattr(cls, "__module__", repr(cls))
+            _state.broken.append(Broken(label, _state.source, f"{type(e).__name__}: {e}"))
+            warnings.warn(
+                f"attnbench: plugin {kind} {name!r} ({_state.source}) is refused: {e}", stacklevel=2
+            )
+            return cls
         source = _state.source or f"code {cls.__module__}"
         table = _state.plugins[kind]
         if name in table:
@@ -367,9 +379,11 @@ def get(kind: str, name: str) -> Plugin:
     table = _state.plugins[kind]
     if name not in table:
         broken_hint = "".join(
-            f" ({b.module} failed to import: {b.error})"
+            f" ({b.module} is broken: {b.error})"
             for b in _state.broken
-            if Path(b.module).stem == name or b.module.rsplit(".", 1)[-1] == name
+            if Path(b.module).stem == name
+            or b.module.rsplit(".", 1)[-1] == name
+            or f"registered as {kind} {name!r}" in b.error
         )
         raise UnknownPluginError(
             f"unknown {kind} {name!r}{broken_hint}; {suggest(name, sorted(table))}"

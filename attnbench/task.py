@@ -25,6 +25,16 @@ class Network(nn.Module):
         super().__init__()
         self.embedder, self.backbone, self.head = embedder, backbone, head
 
+    # Checkpoints written before the modules moved under LitModel.net name them at the top.
+    OLD_PREFIXES = ("embedder.", "backbone.", "head.")
+
+    @classmethod
+    def upgrade_keys(cls, state: dict[str, Any]) -> dict[str, Any]:
+        """A LitModel state dict with old top-level keys renamed to ``net.…`` (in place)."""
+        for key in [k for k in state if k.startswith(cls.OLD_PREFIXES)]:
+            state[f"net.{key}"] = state.pop(key)
+        return state
+
 
 class Task:
     """Base class of task plugins.

@@ -28,6 +28,7 @@ from attnbench import config, registry
 from attnbench.builders import build_backbone, check_positions, refuse_unservable, selected
 from attnbench.callbacks import Diverged, LogHistory, PlainProgress, StopOnDivergence
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
+from attnbench.task import Network
 from attnbench.validate import check_metric_name, check_run_config
 
 # Lightning's advertising tip and a torch-version deprecation inside Lightning are noise in
@@ -111,6 +112,7 @@ def check_checkpoint_fits(ckpt_path: str, model: torch.nn.Module) -> None:
     another configuration is one line naming the first difference, not a page of Lightning's
     size-mismatch report."""
     saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    saved = Network.upgrade_keys(saved)  # as LitModel.on_load_checkpoint will
     mine = model.state_dict()
     for key, tensor in mine.items():
         if key not in saved or saved[key].shape != tensor.shape:
@@ -126,6 +128,22 @@ def check_checkpoint_fits(ckpt_path: str, model: torch.nn.Module) -> None:
             f"ckpt_path={ckpt_path} does not fit this model: it holds {extra[0]} (and "
             f"{len(extra) - 1} more) that this model lacks; resume with the run's settings"
         )
+
+
+def instantiate(node: Any, where: str, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with its failures as one line naming the config key and the
+    cause (Hydra's own message says only "Error in call to target ...")."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except Exception as e:
+        root = e
+        while root.__cause__ is not None or root.__context__ is not None:
+            if isinstance(root, registry.AttnbenchError):
+                break
+            root = root.__cause__ or root.__context__
+        if isinstance(root, registry.AttnbenchError):
+            raise root from None
+        raise registry.ConfigError(f"{where}: {one_line(root)}") from None
 
 
 def _number(value: Any) -> float:
@@ -191,11 +209,12 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         StopOnDivergence(),
         LogHistory(),
         stats,
-        *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
+        *(instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items()),
     ]
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
-    trainer: pl.Trainer = hydra.utils.instantiate(
+    loggers = [instantiate(c, f"logger.{k}") for k, c in (cfg.logger or {}).items()]
+    trainer: pl.Trainer = instantiate(
         cfg.trainer,
+        "trainer",
         callbacks=callbacks,
         logger=loggers or False,
         **({} if on_terminal else {"enable_progress_bar": False}),

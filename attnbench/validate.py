@@ -290,9 +290,14 @@ def check_run_config(cfg: Any) -> None:
     values = OmegaConf.to_container(cfg, resolve=False)
     values.pop("hydra", None)
     _check_keys("", values, known)
+    for key in ("seed", "data_dir", "optim", "trainer"):  # removed with ~key, say
+        if key not in values:
+            raise registry.ConfigError(
+                f"the config has no {key!r} (removed with ~{key}?); every run needs one"
+            )
     _check_sections(values)
     seed = cfg.seed
-    _check_int("seed", seed, Range(min=0))
+    _check_int("seed", seed, Range(min=0, max=2**32 - 1))  # what numpy's seeding accepts
     check_optim(OmegaConf.to_container(cfg.optim, resolve=True))
     check_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
     check_callbacks(values.get("callbacks"))

@@ -58,6 +58,9 @@ def test_every_builtin_attention_conforms(name):
     # every skipped capability is refused, not merely skipped
     for cap in ("cross", "kv_cache"):
         assert (cap in skipped) == (f"refuses_{cap}" in refusals)
+    relative = {"relative_score_bias", "relative_rotate"}
+    assert (relative <= skipped) == ("refuses_relative_posenc" in refusals)
+    assert {c.name for c in checks} >= CAPABILITY_CHECKS - skipped  # each one ran
     if name == "graph":
         assert "refuses_no_edges" in refusals
 

@@ -142,7 +142,7 @@ def test_broken_plugin_warns_and_the_rest_work(tmp_path, monkeypatch, fresh_regi
     assert "dot" in attnbench.available("attention")
     [broken] = registry.broken()
     assert broken.error == "RuntimeError: boom at import"
-    with pytest.raises(registry.UnknownPluginError, match="failed to import: RuntimeError"):
+    with pytest.raises(registry.UnknownPluginError, match="is broken: RuntimeError"):
         attnbench.get("attention", "broken_attn")
 
 

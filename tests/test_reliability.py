@@ -229,3 +229,20 @@ def test_resuming_with_another_model_is_one_line(tmp_path):
     ) as err:
         run(compose([*other, f"ckpt_path={first}/checkpoints/last.ckpt"], tmp_path / "again"))
     assert "\n" not in str(err.value)
+
+
+def test_a_checkpoint_from_before_the_network_container_resumes(tmp_path):
+    import torch
+
+    first = tmp_path / "first"
+    run(compose([*SMALL, "trainer.max_epochs=1", "logger=none"], first))
+    checkpoint = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["state_dict"] = {  # the layout before LitModel.net: embedder.…, backbone.…
+        key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
+    }
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    resumed = run(
+        compose([*SMALL, "trainer.max_epochs=2", "logger=none", f"ckpt_path={old}"], tmp_path / "r")
+    )
+    assert resumed["status"] == "ok" and len(resumed["epoch_seconds"]) == 2

@@ -26,7 +26,6 @@ from attnbench.task import Network, Task
 CONFIG = Path(".hydra") / "config.yaml"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # Checkpoints written before the modules moved under LitModel.net had them at the top.
-_PRE_NET_MODULES = ("embedder.", "backbone.", "head.")
 
 
 @dataclass
@@ -74,13 +73,8 @@ def read_weights(run_dir: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"{path}: not a loadable checkpoint ({_first_line(e)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    state = {}
-    for key, value in checkpoint["state_dict"].items():
-        if key.startswith("net."):
-            state[key[4:]] = value
-        elif key.startswith(_PRE_NET_MODULES):
-            state[key] = value
-    return state
+    upgraded = Network.upgrade_keys(dict(checkpoint["state_dict"]))
+    return {key[4:]: value for key, value in upgraded.items() if key.startswith("net.")}
 
 
 def _seed(seed: int) -> None:

@@ -59,6 +59,18 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def attention_uses(cls, task: Any, params: dict[str, Any]) -> dict[str, bool] | None:
+        """How the selected attention plugin will be used on this task (keyword arguments of
+        :meth:`attnbench.nn.attention.Attention.check_use`), or None when it will not be used
+        at all; checked before the data loads. The default: as a transformer uses it."""
+        return {
+            "graph": bool(getattr(task, "gives_edges", False)),
+            "padding": bool(getattr(task, "pads", True)),
+            "causal": bool(getattr(task, "seq2seq", False)),
+            "cross": bool(getattr(task, "seq2seq", False) or getattr(task, "needs_attention", 0)),
+        }
+
+    @classmethod
     def check_task(cls, task: Any) -> None:
         """Raise a one-line error when this backbone cannot serve the task."""
         name = getattr(cls, "plugin_name", cls.__name__)

@@ -58,7 +58,7 @@ def _factory(kind: str, chosen: str | Callable[..., Any]) -> tuple[Callable[...,
 
 def check_backbone(cls: type, **params: Any) -> list[Check]:
     """The backbone contract on ``cls``: built with d_model=16, a stub task and, where it
-    takes them, the registry's ``dot`` attention and ``none`` posenc (``attention=`` and
+    takes them, conf/config.yaml's default attention and posenc (``attention=`` and
     ``posenc=`` take another registered name, or a factory)."""
     d = int(params.pop("d_model", D))
     chosen = default_plugins()  # conf/config.yaml's: the core names no plugin

@@ -20,7 +20,8 @@ one line per property (PASS / FAIL with the measured error / SKIP with the reaso
 summary. Exit status 0 when every property holds, 1 when one fails, 2 for bad input.
 Parameters are the plugin's own (attention window=4); attention and posenc also take
 d_model= and heads= (default 16 and 2), a model takes attention=NAME and posenc=NAME
-(default dot and none), a task data_dir=PATH (default: a temporary directory)."""
+(default: conf/config.yaml's attention and posenc), a task data_dir=PATH (default: a
+temporary directory)."""
 # Sizes the checker supplies (so no plugin option), settable on the command line too.
 CHECKER_SIZES = {"attention": ("d_model", "heads"), "posenc": ("d_model", "heads")}
 

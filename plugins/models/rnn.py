@@ -44,6 +44,14 @@ class RNN(Backbone):
     supports_padding = True  # pads are packed away
     supports_seq2seq = True
 
+    @classmethod
+    def attention_uses(cls, task: Any, params: dict[str, Any]) -> dict[str, bool] | None:
+        """Only the decoder of a seq2seq task attends: over the encoder's outputs (cross,
+        padded sources); not at all without use_attention or on other tasks."""
+        if not getattr(task, "seq2seq", False) or not params.get("use_attention", True):
+            return None
+        return {"cross": True, "padding": bool(getattr(task, "pads", True))}
+
     def __init__(
         self,
         task: Any,

@@ -13,7 +13,8 @@ value. Each example is one query with its own keys and values:
 ``task.pooling=attention`` pools with the model's attention layer: model=transformer with
 model.layers=1 (only the layer's attention runs; its feed-forward, norms and the
 positional encoding play no part: the points are a set, placed by their x). Models
-without an attention layer are refused at the first batch, in one line.
+without an attention layer are refused before the data loads (Task.needs_attention), a
+model with several attention layers at the first batch, in one line.
 ``task.pooling=average`` is d2l's baseline, the mean of the values for every query.
 
 With model.d_model=1 the queries, keys and values are the raw x and y (the chapter's

@@ -63,12 +63,12 @@ class Backbone(nn.Module):
         """How the selected attention plugin will be used on this task (keyword arguments of
         :meth:`attnbench.nn.attention.Attention.check_use`), or None when it will not be used
         at all; checked before the data loads. The default: as a transformer uses it."""
-        return {
-            "graph": bool(getattr(task, "gives_edges", False)),
-            "padding": bool(getattr(task, "pads", True)),
-            "causal": bool(getattr(task, "seq2seq", False)),
-            "cross": bool(getattr(task, "seq2seq", False) or getattr(task, "needs_attention", 0)),
-        }
+        return dict(  # keyword names, as check_use takes them
+            graph=bool(getattr(task, "gives_edges", False)),
+            padding=bool(getattr(task, "pads", True)),
+            causal=bool(getattr(task, "seq2seq", False)),
+            cross=bool(getattr(task, "seq2seq", False) or getattr(task, "needs_attention", 0)),
+        )
 
     @classmethod
     def check_task(cls, task: Any) -> None:

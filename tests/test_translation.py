@@ -259,14 +259,9 @@ def test_transformer_decoder_caches_projected_keys_and_values(attention):
         assert layer["self"]["k"].size(-2) == 3 and "inputs" not in layer
 
 
-@pytest.mark.parametrize(
-    ("model", "attention"), [("transformer", "dot"), ("transformer", "linear"), ("rnn", "additive")]
-)
-def test_cached_beam_search_equals_beam_search_over_full_redecoding(model, attention):
+def assert_cached_beam_equals_full_redecoding(task, net) -> None:
     """Beam 3 through the task (cached state, reordered per step) == the same beam search
-    re-running the decoder over every beam's whole prefix."""
-    task, net = build(model, attention)
-    task.beam_size = 3
+    re-running the decoder over every beam's whole prefix, on 6 sentences."""
     batch = batch_of(task, 6)
     with torch.no_grad():
         x, src_ctx = net.embedder.source(batch["src"])
@@ -288,6 +283,17 @@ def test_cached_beam_search_equals_beam_search_over_full_redecoding(model, atten
             alpha=task.length_penalty,
         )
     assert torch.equal(fast, slow[:, : fast.size(1)])
+
+
+@pytest.mark.parametrize(
+    ("model", "attention"), [("transformer", "dot"), ("transformer", "linear"), ("rnn", "additive")]
+)
+def test_cached_beam_search_equals_beam_search_over_full_redecoding(model, attention):
+    """Beam 3 through the task (cached state, reordered per step) == the same beam search
+    re-running the decoder over every beam's whole prefix."""
+    task, net = build(model, attention)
+    task.beam_size = 3
+    assert_cached_beam_equals_full_redecoding(task, net)
 
 
 @pytest.mark.parametrize("model", ["transformer", "rnn"])
@@ -588,27 +594,7 @@ def test_bahdanau_query_is_the_previous_top_layer_state(cell):
 def test_bahdanau_cached_beam_search_equals_beam_over_full_redecoding(attention, params):
     task, net = build("rnn", attention, attention_placement="bahdanau", **params)
     task.beam_size = 3
-    batch = batch_of(task, 6)
-    with torch.no_grad():
-        x, src_ctx = net.embedder.source(batch["src"])
-        memory = net.backbone.encode(x, src_ctx)
-        fast = task.generate(net, memory, src_ctx)
-        mask = src_ctx.key_padding_mask
-        beams_ctx = src_ctx.replace(
-            key_padding_mask=None if mask is None else mask.repeat_interleave(3, 0)
-        )
-        step = full_redecode_step(task, net, memory.repeat_interleave(3, 0), beams_ctx)
-        slow = beam_search(
-            step,
-            6,
-            bos=2,
-            eos=3,
-            pad=0,
-            max_len=fast.size(1),
-            beam_size=3,
-            alpha=task.length_penalty,
-        )
-    assert torch.equal(fast, slow[:, : fast.size(1)])
+    assert_cached_beam_equals_full_redecoding(task, net)
 
 
 def test_placements_differ_and_luong_is_the_default():

@@ -1,6 +1,9 @@
 """Micro-benchmarks: ``attnbench bench attention`` times forward+backward and measures peak
 memory of every registered attention variant over sequence lengths, next to two baselines:
 
+  proj_ref         the same q/k/v/out projections with the attention step removed (q + k + v
+                   keeps every projection in the backward pass): the floor no attention
+                   variant can go below
   sdpa_ref         bare F.scaled_dot_product_attention behind the same q/k/v/out projections
   dense_ref        the same attention computed the textbook way, softmax(q·kᵀ/√d)·v with the
                    (B, h, N, N) scores materialised: what exact attention costs without a
@@ -13,7 +16,22 @@ Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was allocat
 the pass; on CPU, the profiler's allocation events (``profile_memory=True``): each carries
 the running total of CPU tensor memory allocated since profiling began, and the peak is the
 largest total seen during one pass (tensors that existed before it, such as the inputs and
-weights, are not counted). Writes ``attention.csv``, ``attention.png`` and ``ratios.json``.
+weights, are not counted). Writes ``attention.csv``, ``attention.png``, ``ratios.json`` and
+``targets.json`` (each ratio with a target in the config: its value, target and verdict).
+
+Precision: ``--dtype bf16|fp16`` runs the pass under ``torch.autocast`` (as the
+``bf16-mixed`` training presets do: fp32 weights, low-precision matmuls and attention);
+``fp32`` runs it plainly. ``--compile`` wraps each variant's module in ``torch.compile``
+(compilation happens in the warm-up passes, which --compile makes at least one).
+
+TFLOP/s counts each variant's useful work, not what its kernel happens to compute: forward =
+the q/k/v/out projections (8·B·N·d²) + the attention step, 4·h·dh per visited (query, key)
+pair (q·k and weights·v, 2 FLOPs per multiply-add); forward+backward = 3 × forward (backward
+does two matmuls per forward matmul; recomputation is not useful work). The visited pairs are
+the config's ``work`` for the variant: dense (B·N², the default), window (each query's
+keys within the variant's window, Σ over queries), edges (the edge list plus self-loops) or
+projections (proj_ref: no attention step). "% peak" divides by the device's dense peak for
+the dtype (DEVICE_PEAKS; n/a on a CPU or an unknown device).
 
 Which ratios and probes are reported, and the variants' constructor parameters, come from the
 benchmark's config, conf/bench/attention.yaml (``--config FILE`` for another): this module
@@ -35,7 +53,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +79,7 @@ class SdpaRef(nn.Module):
     """The floor for exact attention: projections + one fused SDPA call, nothing else."""
 
     needs_graph = False  # as an Attention plugin declares it: whether ctx.edges is needed
+    work = "dense"  # the (query, key) pairs its attention step visits: see WORK
 
     def __init__(self, d_model: int, heads: int):
         super().__init__()
@@ -82,6 +101,15 @@ class SdpaRef(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+class ProjRef(SdpaRef):
+    """The floor for every variant: the same projections, no attention step at all."""
+
+    work = "projections"  # no attention step: only the projections count
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        return q + k + v  # O(N·d); using q and k keeps their projections in the backward pass
+
+
 class DenseRef(SdpaRef):
     """Exact attention with the N×N scores and weights stored (the eager formulation)."""
 
@@ -94,6 +122,7 @@ class GraphDenseRef(SdpaRef):
     """Graph attention the O(N²) way: the edge list scattered into a dense boolean mask."""
 
     needs_graph = True
+    work = "edges"  # the useful work is the edges, whatever the dense kernel computes
 
     def mask(self, ctx: Ctx, b: int, n: int, device: torch.device) -> Tensor:
         mask = torch.zeros(b * n, n, dtype=torch.bool, device=device)
@@ -104,6 +133,7 @@ class GraphDenseRef(SdpaRef):
 
 
 REFERENCES: dict[str, type[SdpaRef]] = {
+    "proj_ref": ProjRef,
     "sdpa_ref": SdpaRef,
     "dense_ref": DenseRef,
     "graph_dense_ref": GraphDenseRef,
@@ -131,6 +161,9 @@ class Row:
     peak_mb: float = math.nan
     status: str = "ok"
     note: str = ""
+    dtype: str = "fp32"
+    tflops: float = math.nan  # useful forward+backward FLOPs / time (see the module doc)
+    peak_fraction: float = math.nan  # tflops / the device's peak for dtype; NaN if unknown
 
 
 # ----------------------------------------------------------------------------- the config
@@ -149,6 +182,8 @@ class Comparison:
     at: str
     denominator: str | None = None
     label: str | None = None  # the field's name in the key (default: FIELDS)
+    max: float | None = None  # a target: the ratio must be <= max (PASS/FAIL in the table)
+    min: float | None = None  # a target: the ratio must be >= min
 
     def evaluate(self, rows: list[Row], sizes: list[int]) -> dict[str, float]:
         label = self.label or FIELDS[self.field]
@@ -181,6 +216,31 @@ class Probe:
     d_model: int
     heads: int
     batch: int
+    max_mb: float | None = None  # a target: its peak MiB must stay below this
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bound a reported value must meet: value <= max and/or value >= min (< for probes)."""
+
+    max: float | None = None
+    min: float | None = None
+    strict: bool = False  # max is exclusive ("< 2 GB")
+
+    def text(self) -> str:
+        parts = [f"{'<' if self.strict else '<='} {self.max:g}"] if self.max is not None else []
+        return " and ".join([*parts, *([f">= {self.min:g}"] if self.min is not None else [])])
+
+    def verdict(self, value: float) -> str:
+        if math.isnan(value):
+            return "n/a"
+        ok = self.max is None or (value < self.max if self.strict else value <= self.max)
+        ok = ok and (self.min is None or value >= self.min)
+        return "PASS" if ok else "FAIL"
+
+
+# How each variant's visited (query, key) pairs are counted for TFLOP/s (see the module doc).
+WORK = ("dense", "window", "edges", "projections")
 
 
 @dataclass
@@ -188,6 +248,21 @@ class BenchConfig:
     params: dict[str, dict[str, Any]]  # variant -> constructor parameters
     comparisons: list[Comparison]
     probes: list[Probe]
+    work: dict[str, str] = field(default_factory=dict)  # variant -> one of WORK (default dense)
+
+    def targets(self, found: dict[str, float], sizes: list[int]) -> dict[str, Target]:
+        """The target of each key in ``found`` that has one."""
+        targets: dict[str, Target] = {}
+        for c in self.comparisons:
+            if c.max is not None or c.min is not None:
+                keys = c.evaluate([], sizes)  # the keys this comparison reports (values NaN)
+                targets.update({key: Target(c.max, c.min) for key in keys if key in found})
+        for probe in self.probes:
+            if probe.max_mb is not None:
+                for key in found:
+                    if key.startswith(f"{probe.variant} peak MiB @"):
+                        targets[key] = Target(probe.max_mb, strict=True)
+        return targets
 
 
 def default_config() -> Traversable:
@@ -225,6 +300,8 @@ def _comparison(entry: Any, where: str) -> Comparison:
         raise ConfigError(f"{where}: field {c.field!r} is not one of {', '.join(FIELDS)}")
     if c.at not in AT:
         raise ConfigError(f"{where}: at {c.at!r} is not one of {', '.join(AT)}")
+    for bound in ("max", "min"):
+        _number(getattr(c, bound), f"{where}: {bound}")
     if (c.at == "growth") != (c.denominator is None):
         raise ConfigError(f"{where}: give a denominator with at: each or top, none with growth")
     for name in (c.numerator, c.denominator):
@@ -242,7 +319,27 @@ def _probe(entry: Any, where: str) -> Probe:
             raise ConfigError(f"{where}: {key} must be a positive integer, not {value!r}")
     if probe.d_model % probe.heads:
         raise ConfigError(f"{where}: d_model {probe.d_model} is not divisible by heads")
+    _number(probe.max_mb, f"{where}: max_mb")
     return probe
+
+
+def _number(value: Any, where: str) -> None:
+    """A target bound: absent or a finite number."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if value is not None and not ok:
+        raise ConfigError(f"{where} must be a number, not {value!r}")
+
+
+def _work(entries: Any, where: str) -> dict[str, str]:
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{where}: work maps a variant to one of {', '.join(WORK)}")
+    for name, kind in entries.items():
+        _known(name, f"{where}: work")
+        if kind not in WORK:
+            raise ConfigError(
+                f"{where}: work of {name!r} is {kind!r}, not one of {', '.join(WORK)}"
+            )
+    return dict(entries)
 
 
 def _check_params(name: str, params: dict[str, Any], where: str) -> None:
@@ -265,10 +362,12 @@ def load_config(path: Path | Traversable | None = None) -> BenchConfig:
         raise ConfigError(f"bench config {path} is not valid YAML: {_one_line(e)}") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"bench config {path}: expected a mapping of params, comparisons, probes")
+        raise ConfigError(
+            f"bench config {path}: expected a mapping of params, work, comparisons, probes"
+        )
     for key in data:
-        if key not in ("params", "comparisons", "probes"):
-            hint = registry.suggest(str(key), ["comparisons", "params", "probes"])
+        if key not in ("params", "work", "comparisons", "probes"):
+            hint = registry.suggest(str(key), ["comparisons", "params", "probes", "work"])
             raise ConfigError(f"bench config {path}: unknown key {key!r}; {hint}")
     params = data.get("params") or {}
     if not isinstance(params, dict) or not all(isinstance(p, dict) for p in params.values()):
@@ -286,6 +385,7 @@ def load_config(path: Path | Traversable | None = None) -> BenchConfig:
             _probe(c, f"bench config {path}: probes[{i}]")
             for i, c in enumerate(data.get("probes") or [])
         ],
+        work=_work(data.get("work") or {}, f"bench config {path}"),
     )
 
 
@@ -389,18 +489,69 @@ def peak_bytes(fn: Callable[[], None], device: torch.device) -> float:
         return math.nan
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Dense peak TFLOP/s of known devices per dtype (vendor data sheets, no sparsity; fp32 is
+# the CUDA-core rate, as torch's fp32 matmuls do not use TF32 unless asked). The first
+# entry whose name is in torch.cuda.get_device_name() wins, so specific names come first.
+DEVICE_PEAKS: dict[str, dict[str, float]] = {
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+    "L40S": {"bf16": 362.0, "fp16": 362.0, "fp32": 91.6},
+}
+
+
+def device_peak(device: torch.device, dtype: str) -> float:
+    """The device's dense peak TFLOP/s for dtype; NaN on a CPU or an unknown device."""
+    if device.type != "cuda":
+        return math.nan
+    name = torch.cuda.get_device_name(device)
+    for known, peaks in DEVICE_PEAKS.items():
+        if known in name:
+            return peaks.get(dtype, math.nan)
+    return math.nan
+
+
+def visited_pairs(work: str, n: int, batch: int, window: int, edges: Tensor | None) -> int:
+    """(query, key) pairs the attention step visits, summed over the batch (see WORK)."""
+    if work == "projections":
+        return 0
+    if work == "window":  # keys j with |i - j| <= window, cut at both ends of the sequence
+        i = torch.arange(n)
+        keys = (i + window).clamp(max=n - 1) - (i - window).clamp(min=0) + 1
+        return batch * int(keys.sum())
+    if work == "edges":  # the edge list plus a self-loop on every node that lacks one
+        if edges is None:
+            return 0
+        return edges.size(1) + batch * n - int((edges[0] == edges[1]).sum())
+    return batch * n * n
+
+
+def train_flops(n: int, args: argparse.Namespace, pairs: int) -> float:
+    """Useful forward+backward FLOPs: 3 × (projections + attention), see the module doc."""
+    head_dim = args.d_model // args.heads
+    projections = 8 * args.batch * n * args.d_model**2  # q, k, v, out: 2·B·N·d·d each
+    attention = 4 * args.heads * pairs * head_dim  # q·k and weights·v per visited pair
+    return 3.0 * (projections + attention)
+
+
 def measure(
     module: nn.Module, n: int, args: argparse.Namespace, edges: Tensor | None, device: torch.device
 ) -> tuple[float, float, str]:
-    """(median ms, peak MiB, note) of forward+backward at length n."""
+    """(median ms, peak MiB, note) of forward+backward at length n, in args.dtype."""
     g = torch.Generator().manual_seed(n)
     x = torch.randn(args.batch, n, args.d_model, generator=g).to(device).requires_grad_()
     grad_out = torch.randn(args.batch, n, args.d_model, generator=g).to(device)
     ctx = Ctx(edges=edges)
+    dtype = DTYPES[getattr(args, "dtype", None) or "fp32"]
+    grad_out = grad_out.to(dtype)  # autocast's output dtype: no cast inside the timed pass
 
     def step() -> None:
-        out, _ = module(x, x, x, ctx=ctx)
-        out.backward(grad_out)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out, _ = module(x, x, x, ctx=ctx)
+        out.backward(grad_out.to(out.dtype))
 
     def clear() -> None:
         module.zero_grad(set_to_none=True)
@@ -408,6 +559,7 @@ def measure(
 
     times: list[float] = []
     passes = 0
+    warmup = max(args.warmup, 1) if getattr(args, "compile", False) else args.warmup
     while len(times) < args.repeats or sum(times) < args.min_time:
         clear()
         _sync(device)
@@ -416,7 +568,7 @@ def measure(
         _sync(device)
         seconds = time.perf_counter() - start
         passes += 1
-        if passes > args.warmup:
+        if passes > warmup:
             times.append(seconds)
         if seconds > args.time_limit:  # too slow to repeat: report the one pass
             times = times or [seconds]
@@ -435,6 +587,24 @@ def build_variant(name: str, args: argparse.Namespace) -> nn.Module:
     return registry.build("attention", name, d_model=args.d_model, heads=args.heads, **params)
 
 
+def variant_work(name: str, args: argparse.Namespace) -> tuple[str, int]:
+    """(how the variant's visited pairs are counted, its window or 0)."""
+    if name in REFERENCES:
+        return REFERENCES[name].work, 0
+    work = getattr(args, "work", {}).get(name, "dense")
+    if work != "window":
+        return work, 0
+    window = args.params.get(name, {}).get("window")
+    if window is None:
+        window = registry.get("attention", name).options.get("window")
+    if not isinstance(window, int):
+        raise ConfigError(
+            f"bench config: work of {name!r} is window but it has no integer window "
+            "parameter; give it one under params or count it as dense"
+        )
+    return work, window
+
+
 def needs_edges(name: str) -> bool:
     cls = REFERENCES[name] if name in REFERENCES else registry.get("attention", name).cls
     return bool(cls.needs_graph)
@@ -445,22 +615,35 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:140] if text else ''}"
 
 
+def compiled(module: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """``torch.compile(module)`` under --compile; each size compiles afresh."""
+    if not getattr(args, "compile", False):
+        return module
+    torch._dynamo.reset()  # a new module per size: no recompilation limit to reach
+    return torch.compile(module)
+
+
 def run_variant(name: str, args: argparse.Namespace, device: torch.device) -> list[Row]:
     rows, stop = [], ""
+    dtype = getattr(args, "dtype", None) or "fp32"
     for n in args.sizes:
-        row = Row(name, n, args.batch, args.heads, args.d_model)
+        row = Row(name, n, args.batch, args.heads, args.d_model, dtype=dtype)
         rows.append(row)
         if stop:
             row.status, row.note = "skipped", stop
             continue
         try:
             torch.manual_seed(0)
-            module = build_variant(name, args).to(device).train()
+            module = compiled(build_variant(name, args).to(device).train(), args)
             edges = None
             if needs_edges(name):
                 gen = torch.Generator().manual_seed(1)
                 edges = random_edges(args.batch, n, args.degree, device, gen)
             row.time_ms, row.peak_mb, row.note = measure(module, n, args, edges, device)
+            work, window = variant_work(name, args)
+            pairs = visited_pairs(work, n, args.batch, window, edges)
+            row.tflops = train_flops(n, args, pairs) / (row.time_ms * 1e-3) / 1e12
+            row.peak_fraction = row.tflops / device_peak(device, dtype)
             if row.note:
                 stop = f"N={n} was over --time-limit={args.time_limit:g}s"
         except Exception as e:  # a failing variant gets a row saying why; the rest go on
@@ -512,6 +695,7 @@ def run_probe(probe: Probe, args: argparse.Namespace, device: torch.device) -> d
             "warmup": 0,
             "repeats": 1,
             "min_time": 0.0,
+            "compile": False,
         }
     )
     tag = f"@N={n},d={probe.d_model},B={probe.batch},h={probe.heads}"
@@ -546,40 +730,84 @@ def _params_text(params: dict[str, dict[str, Any]]) -> str:
     return "".join(f"{v}.{k}={value}, " for v, kv in params.items() for k, value in kv.items())
 
 
-def print_table(rows: list[Row], found: dict[str, float], args: argparse.Namespace) -> None:
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
+# The references every row's time is divided by, when they were run (beside the config's ratios)
+BESIDE = ("proj_ref", "sdpa_ref")
+
+
+def print_table(
+    rows: list[Row],
+    found: dict[str, float],
+    args: argparse.Namespace,
+    targets: dict[str, Target] | None = None,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    device = torch.device(args.device)
     console = Console(width=max(120, Console().width))
     table = Table(
-        title=f"attention forward+backward on {args.device}, "
-        f"{torch.get_num_threads()} thread(s) (batch={args.batch}, "
+        title=f"attention forward+backward on {_device_name(device)}, "
+        f"{torch.get_num_threads()} thread(s), {args.dtype}"
+        f"{', torch.compile' if args.compile else ''} (batch={args.batch}, "
         f"heads={args.heads}, d_model={args.d_model}, {_params_text(args.params)}"
         f"degree={args.degree}, median of >= {args.repeats} passes "
-        f"and >= {args.min_time:g} s)"
+        f"and >= {args.min_time:g} s)",
+        caption="TFLOP/s: useful work only, 3 × forward (q/k/v/out projections 8·B·N·d² + "
+        "4·h·dh per visited (query, key) pair: N² dense, the window's keys, the edges + "
+        "self-loops; proj_ref: projections only) / time; % peak: of the device's dense "
+        f"{args.dtype} peak (n/a on a CPU or a device not in DEVICE_PEAKS). ÷ ref: time / "
+        "the reference's at the same N.",
     )
-    for col, just in (
-        ("variant", "left"),
-        ("N", "right"),
-        ("fwd+bwd ms", "right"),
-        ("peak MiB", "right"),
-        ("note", "left"),
-    ):
-        table.add_column(col, justify=just)
+    beside = [ref for ref in BESIDE if any(r.variant == ref for r in rows)]
+    columns = ["variant", "N", "fwd+bwd ms", "TFLOP/s", "% peak", "peak MiB"]
+    columns += [f"÷ {ref}" for ref in beside] + ["note"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("variant", "note") else "right")
     for r in rows:
         note = r.note if r.status == "ok" else f"{r.status}: {r.note}"
-        table.add_row(r.variant, str(r.n), f"{r.time_ms:.1f}", f"{r.peak_mb:.1f}", note)
+        cells = [r.variant, str(r.n), f"{r.time_ms:.1f}", _fmt(r.tflops, ".3g")]
+        cells += [_fmt(100 * r.peak_fraction, ".1f"), f"{r.peak_mb:.1f}"]
+        cells += [_fmt(_ratio(r.time_ms, _get(rows, ref, r.n, "time_ms")), ".3g") for ref in beside]
+        table.add_row(*cells, note)
     console.print(table)
+    targets = targets or {}
     ratio_table = Table(title="ratios")
     ratio_table.add_column("comparison")
     ratio_table.add_column("value", justify="right")
+    if targets:
+        ratio_table.add_column("target", justify="right")
+        ratio_table.add_column("verdict")
     for key, value in found.items():
-        ratio_table.add_row(key, f"{value:.3g}")
+        target = targets.get(key)
+        extra = [target.text(), target.verdict(value)] if target else ["", ""]
+        ratio_table.add_row(key, f"{value:.3g}", *(extra if targets else []))
     console.print(ratio_table)
 
 
-def write_outputs(rows: list[Row], found: dict[str, float], out: Path) -> None:
+def write_outputs(
+    rows: list[Row],
+    found: dict[str, float],
+    out: Path,
+    targets: dict[str, Target] | None = None,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    verdicts = {
+        key: {
+            "value": None if math.isnan(found[key]) else found[key],
+            "target": target.text(),
+            "verdict": target.verdict(found[key]),
+        }
+        for key, target in (targets or {}).items()
+    }
+    (out / "targets.json").write_text(json.dumps(verdicts, indent=2) + "\n")
     with open(out / "attention.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
@@ -639,8 +867,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variants",
         default="",
-        help="comma-separated attention names and/or sdpa_ref, graph_dense_ref "
-        "(default: every registered attention plugin and both references)",
+        help="comma-separated attention names and/or the references proj_ref, sdpa_ref, "
+        "dense_ref, graph_dense_ref (default: every registered attention plugin and "
+        "every reference)",
     )
     p.add_argument(
         "--sizes",
@@ -676,6 +905,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--degree", type=int, default=8, help="average degree of the random graph")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default=None,
+        help="precision of the pass: bf16/fp16 under torch.autocast as the *-mixed training "
+        "presets run, fp32 plain (default: bf16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each variant's module (compiled in >= 1 warm-up pass)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed passes at least (median reported)")
     p.add_argument(
         "--min-time",
@@ -778,6 +1019,8 @@ def main(argv: list[str] | None = None) -> None:
             )
     config = load_config(args.config)
     args.params = variant_params(config, variants, args.window, args.param)
+    args.work = config.work
+    args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
 
     undo = _limit_memory(args.mem_limit_gb) if device.type == "cpu" and args.mem_limit_gb else None
     try:
@@ -790,9 +1033,10 @@ def main(argv: list[str] | None = None) -> None:
         if undo is not None:
             undo()
     found = ratios(rows, args.sizes, config.comparisons, extra)
-    print_table(rows, found, args)
-    write_outputs(rows, found, args.out)
+    targets = config.targets(found, args.sizes)
+    print_table(rows, found, args, targets)
+    write_outputs(rows, found, args.out, targets)
     print(
-        f"wrote {args.out / 'attention.csv'}, {args.out / 'attention.png'} and "
-        f"{args.out / 'ratios.json'}"
+        f"wrote {args.out / 'attention.csv'}, {args.out / 'attention.png'}, "
+        f"{args.out / 'ratios.json'} and {args.out / 'targets.json'}"
     )

@@ -37,7 +37,7 @@ def test_tiny_attention_bench_writes_csv_png_and_table(tmp_path, capsys):
             "--malloc",
             "default",
             "--variants",
-            "dot,truncated,graph,sdpa_ref,dense_ref,graph_dense_ref,additive",
+            "dot,truncated,graph,proj_ref,sdpa_ref,dense_ref,graph_dense_ref,additive",
             "--window",
             "4",
             "--d-model",
@@ -56,6 +56,7 @@ def test_tiny_attention_bench_writes_csv_png_and_table(tmp_path, capsys):
             "dot",
             "truncated",
             "graph",
+            "proj_ref",
             "sdpa_ref",
             "dense_ref",
             "graph_dense_ref",
@@ -66,7 +67,10 @@ def test_tiny_attention_bench_writes_csv_png_and_table(tmp_path, capsys):
     for r in rows:
         assert r["status"] == "ok", r
         assert float(r["time_ms"]) > 0 and float(r["peak_mb"]) > 0
+        assert r["dtype"] == "fp32"  # the CPU's default
+        assert float(r["tflops"]) > 0 and math.isnan(float(r["peak_fraction"]))  # CPU: n/a
         assert r["variant"] in printed
+    assert "÷ proj_ref" in printed and "÷ sdpa_ref" in printed
     assert (out / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "dot/sdpa_ref time @N=128" in printed
     assert "additive peak MiB @N=128" in printed
@@ -83,9 +87,17 @@ def test_tiny_attention_bench_writes_csv_png_and_table(tmp_path, capsys):
         "truncated time growth N=64->128 (x2 length)",
         "graph_dense_ref/graph time (speed-up) @N=128",
         "graph_dense_ref/graph peak memory @N=128",
+        "truncated/proj_ref time @N=128",
+        "graph/proj_ref time @N=128",
+        "dot/proj_ref time @N=128",
         "additive peak MiB @N=128,d=64,B=1,h=1",  # the probe, N capped at the largest size
         "additive fwd+bwd ms @N=128,d=64,B=1,h=1",
     ]
+    verdicts = json.loads((out / "targets.json").read_text())
+    assert verdicts["additive peak MiB @N=128,d=64,B=1,h=1"]["target"] == "< 2048"
+    assert verdicts["additive peak MiB @N=128,d=64,B=1,h=1"]["verdict"] == "PASS"
+    assert verdicts["dot/sdpa_ref time @N=64"]["target"] == "<= 1.1"
+    assert "multihead/sdpa_ref time @N=64" not in verdicts  # no target in the config
     assert found["multihead/sdpa_ref time @N=64"] is None
     assert found["dot/sdpa_ref time @N=128"] > 0
     assert found["additive peak MiB @N=128,d=64,B=1,h=1"] > 0
@@ -241,6 +253,7 @@ def test_default_config_gives_the_readme_ratios_in_order():
             ("dense_ref", 128): (9.0, 16.0),
             ("graph", 128): (1.5, 2.5),
             ("graph_dense_ref", 128): (6.0, 10.0),
+            ("proj_ref", 128): (0.5, 1.0),
         }
     )
     config = bench.load_config()
@@ -256,15 +269,29 @@ def test_default_config_gives_the_readme_ratios_in_order():
         "truncated time growth N=64->128 (x2 length)": 2.0,
         "graph_dense_ref/graph time (speed-up) @N=128": 4.0,
         "graph_dense_ref/graph peak memory @N=128": 4.0,
+        "truncated/proj_ref time @N=128": 2.0,
+        "graph/proj_ref time @N=128": 3.0,
+        "dot/proj_ref time @N=128": 6.0,
         "probe": 7.0,
     }
     assert list(found) == list(expected)
     for key, value in expected.items():
         assert found[key] == pytest.approx(value, nan_ok=True), key
     assert config.params == {"truncated": {"window": 64}}  # the README's window
+    assert config.work == {"truncated": "window", "graph": "edges"}
     assert [(p.variant, p.n, p.d_model, p.heads, p.batch) for p in config.probes] == [
         ("additive", 4096, 64, 1, 1)
     ]
+    # the issue's CPU targets: dot/SDPA <= 1.1, truncated and graph >= 5x, additive < 2 GB
+    found["additive peak MiB @N=4096,d=64,B=1,h=1"] = 2048.0
+    verdicts = {k: t.verdict(found[k]) for k, t in config.targets(found, [64, 128]).items()}
+    assert verdicts == {
+        "dot/sdpa_ref time @N=64": "PASS",
+        "dot/sdpa_ref time @N=128": "PASS",
+        "dot/truncated time (speed-up) @N=128": "FAIL",  # 3 < 5
+        "graph_dense_ref/graph time (speed-up) @N=128": "FAIL",  # 4 < 5
+        "additive peak MiB @N=4096,d=64,B=1,h=1": "FAIL",  # not below 2048
+    }
 
 
 def test_growth_needs_two_sizes():
@@ -371,6 +398,23 @@ def test_a_config_file_chooses_the_ratios_and_probes(tmp_path, capsys):
         ("params:\n  truncated: {windw: 4}\n", PluginParameterError, "did you mean 'window'"),
         ("params:\n  sdpa_ref: {window: 4}\n", ConfigError, "'sdpa_ref' takes no parameters"),
         ("ratios: []\n", ConfigError, "unknown key 'ratios'"),
+        (
+            "comparisons:\n  - {numerator: dot, denominator: sdpa_ref, field: time_ms, at: top,"
+            " max: fast}\n",
+            ConfigError,
+            "comparisons\\[0\\]: max must be a number, not 'fast'",
+        ),
+        (
+            "probes:\n  - {variant: dot, n: 64, d_model: 64, heads: 1, batch: 1, max_mb: .nan}\n",
+            ConfigError,
+            "max_mb must be a number",
+        ),
+        (
+            "work:\n  truncated: sparse\n",
+            ConfigError,
+            "not one of dense, window, edges, projections",
+        ),
+        ("work:\n  truncatd: window\n", ConfigError, "did you mean 'truncated'"),
         ("- just a list\n", ConfigError, "expected a mapping"),
         ("comparisons: [\n", ConfigError, "not valid YAML"),
     ],
@@ -439,6 +483,129 @@ def test_a_param_without_variant_and_value_is_a_usage_error(capsys):
         bench.parser().parse_args(["attention", "--param", "window=3"])
     assert info.value.code == 2
     assert "give VARIANT.PARAMETER=VALUE" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- dtype, FLOPs
+
+
+def _args(*extra: str) -> argparse.Namespace:
+    args = bench.parser().parse_args(
+        ["attention", "--repeats", "1", "--warmup", "0", "--min-time", "0", *extra]
+    )
+    args.params, args.work = {}, {}
+    return args
+
+
+@pytest.mark.parametrize("dtype,expected", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_the_pass_runs_in_the_chosen_dtype(dtype, expected):
+    module = bench.SdpaRef(8, 2)
+    seen = []
+    real_attend = module.attend
+    module.attend = lambda q, k, v, mask: seen.append(q.dtype) or real_attend(q, k, v, mask)
+    args = _args("--d-model", "8", "--heads", "2", "--dtype", dtype)
+    bench.measure(module, 16, args, None, torch.device("cpu"))
+    assert seen and set(seen) == {expected}
+    assert module.qkv.weight.grad is not None  # the backward pass ran too
+
+
+def test_rows_record_their_dtype(tmp_path):
+    out = tmp_path / "r"
+    bench.main(
+        ["attention", "--sizes", "16", "--repeats", "1", "--warmup", "0", "--min-time", "0"]
+        + ["--malloc", "default", "--variants", "sdpa_ref", "--d-model", "8", "--heads", "2"]
+        + ["--dtype", "bf16", "--out", str(out)]
+    )
+    rows = list(csv.DictReader(open(out / "attention.csv")))
+    assert [(r["variant"], r["dtype"], r["status"]) for r in rows] == [("sdpa_ref", "bf16", "ok")]
+
+
+def test_tflops_count_each_variants_own_work(monkeypatch):
+    """B 2, N 16, d 8, h 2 (dh 4), a pass of 2 ms. By hand: projections 8·B·N·d² = 16384
+    FLOPs; dense: B·N² = 512 pairs -> 4·h·pairs·dh = 16384; a window of 3 visits
+    4+5+6+7·10+6+5+4 = 100 keys per sample -> 200 pairs -> 6400; 5 edges (one a self-loop)
+    + 32 self-loops - 1 counted twice -> 36 pairs -> 1152; forward+backward = 3 × forward."""
+    monkeypatch.setattr(bench, "measure", lambda *a: (2.0, 1.0, ""))
+    edges = torch.tensor([[0, 1, 2, 17, 20], [1, 1, 0, 16, 18]])
+    monkeypatch.setattr(bench, "random_edges", lambda *a: edges)
+    args = _args("--sizes", "16", "--batch", "2", "--d-model", "8", "--heads", "2")
+    args.params = {"truncated": {"window": 3}}
+    args.work = {"truncated": "window", "graph": "edges"}
+    expected_flops = {
+        "dot": 3 * (16384 + 16384),
+        "sdpa_ref": 3 * (16384 + 16384),
+        "truncated": 3 * (16384 + 6400),
+        "graph": 3 * (16384 + 1152),
+        "graph_dense_ref": 3 * (16384 + 1152),  # the edges are its useful work, not N²
+        "proj_ref": 3 * 16384,
+    }
+    for name, flops in expected_flops.items():
+        [row] = bench.run_variant(name, args, torch.device("cpu"))
+        assert row.status == "ok", row
+        assert row.tflops == pytest.approx(flops / 2e-3 / 1e12), name
+        assert math.isnan(row.peak_fraction)  # a CPU has no entry in the peak table
+
+
+def test_a_window_as_wide_as_the_sequence_counts_every_pair():
+    assert bench.visited_pairs("window", 10, 3, 9, None) == 3 * 100
+    assert bench.visited_pairs("window", 10, 1, 0, None) == 10  # each query itself only
+    assert bench.visited_pairs("dense", 10, 3, 0, None) == 300
+    assert bench.visited_pairs("projections", 10, 3, 0, None) == 0
+
+
+def test_the_window_default_comes_from_the_plugin_and_must_be_an_integer():
+    args = _args()
+    args.work = {"truncated": "window", "dot": "window"}
+    default = registry.get("attention", "truncated").options["window"]
+    assert bench.variant_work("truncated", args) == ("window", default)
+    with pytest.raises(ConfigError, match="'dot' is window but it has no integer window"):
+        bench.variant_work("dot", args)
+
+
+@pytest.mark.parametrize(
+    "name,dtype,peak",
+    [
+        ("NVIDIA H200", "bf16", 989.0),
+        ("NVIDIA H200", "fp32", 67.0),
+        ("NVIDIA H100 PCIe", "bf16", 756.0),  # the specific entry wins over H100's
+        ("NVIDIA H100 80GB HBM3", "fp16", 989.0),
+        ("Some Future GPU", "bf16", math.nan),
+    ],
+)
+def test_device_peaks_by_name(monkeypatch, name, dtype, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert bench.device_peak(torch.device("cuda"), dtype) == pytest.approx(peak, nan_ok=True)
+    assert math.isnan(bench.device_peak(torch.device("cpu"), dtype))
+
+
+def test_proj_ref_keeps_every_projection_and_has_no_attention_step():
+    torch.manual_seed(0)
+    ref = bench.ProjRef(8, 2)
+    x = torch.randn(1, 5, 8)
+    y, _ = ref(x, x, x, ctx=Ctx())
+    y.sum().backward()
+    q, k, v = ref.qkv.weight.grad.chunk(3)  # every projection gets a gradient
+    assert q.abs().sum() > 0 and k.abs().sum() > 0 and v.abs().sum() > 0
+    # no mixing across positions: a change at one position leaves the others' outputs alone
+    x2 = x.clone()
+    x2[0, 0] += 1.0
+    y2, _ = ref(x2, x2, x2, ctx=Ctx())
+    torch.testing.assert_close(y2[0, 1:], y[0, 1:].detach())
+
+
+def test_compile_wraps_the_module_and_warms_it_up(monkeypatch):
+    compiled, passes = [], []
+
+    def fake_compile(module):
+        compiled.append(type(module).__name__)
+        real_forward = module.forward
+        module.forward = lambda *a, **k: passes.append(1) or real_forward(*a, **k)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    args = _args("--sizes", "16", "--d-model", "8", "--heads", "2", "--compile")
+    [row] = bench.run_variant("sdpa_ref", args, torch.device("cpu"))
+    assert row.status == "ok" and compiled == ["SdpaRef"]
+    assert len(passes) == 3  # one warm-up (compilation) despite --warmup 0, one timed, memory
 
 
 # ----------------------------------------------------------------------------- no plugin names

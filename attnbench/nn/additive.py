@@ -1,9 +1,19 @@
 """Additive (Bahdanau) scoring, shared by the additive and multihead plugins:
 score(q, k) = vᵀ tanh(q' + k') per head over already projected features.
 
-The (Nq, Nk, hidden) tanh tensor is never built whole: queries go through in chunks, and in
-training each chunk's scores are recomputed in backward (activation checkpointing), so the
-peak memory is O(chunk · Nk · hidden) plus the O(Nq · Nk) weights, not O(Nq · Nk · hidden).
+Neither the (Nq, Nk, hidden) tanh tensor nor the (Nq, Nk) weights are ever kept whole: queries
+go through in chunks, each chunk computes its scores, softmax and weights·values at once, and
+in training the whole chunk is checkpointed (torch.utils.checkpoint), so backward recomputes
+its scores instead of storing them. Peak memory is O(Nq·d + chunk · Nk · hidden): what a
+chunk keeps for backward is its inputs (views of q, k, values) and its (C, hd) output.
+
+Why checkpointing and not a hand-written autograd.Function: it gives the same O(N·d + chunk)
+bound and exact gradients by construction (autograd differentiates the same ops again),
+replays dropout's random state, and differentiates learned score biases and autocast for
+free. Its backward holds about three tanh-sized buffers per chunk (the recomputed tanh, its
+gradient, the gradient of the sum) where a fused backward would need one, so the chunk
+budget per device below is sized for three; the memory traffic, which sets the time on a
+GPU, is about the same either way (the tanh tensor is read and written ~14 times).
 """
 
 from __future__ import annotations
@@ -18,13 +28,17 @@ from torch.utils.checkpoint import checkpoint
 from attnbench.nn.attention import masked_softmax, score_terms
 from attnbench.nn.ctx import Ctx
 
-# tanh buffer per chunk when chunk_size=0: at least 36 MiB, above glibc's largest dynamic
-# mmap threshold (32 MiB), so each chunk's buffer is mapped and handed back whole. 16 MiB
-# chunks fragmented the heap: `attnbench bench attention --variants additive --sizes 4096
-# --heads 1 --d-model 64 --repeats 1 --warmup 0 --min-time 0` reached 4.2 GB resident for
-# 121 MiB of live tensors; with these the default run peaks at 0.70 GB, its passes slower
-# (29.8 s vs 21.0 s, on a loaded machine).
-CHUNK_BYTES = 36 << 20
+# tanh buffer per chunk when chunk_size=0, per device type.
+# CPU: at least 36 MiB, above glibc's largest dynamic mmap threshold (32 MiB), so each chunk's
+# buffer is mapped and handed back whole. 16 MiB chunks fragmented the heap: `attnbench bench
+# attention --variants additive --sizes 4096 --heads 1 --d-model 64 --repeats 1 --warmup 0
+# --min-time 0` reached 4.2 GB resident for 121 MiB of live tensors; with these the default
+# run peaks at 0.70 GB, its passes slower (29.8 s vs 21.0 s, on a loaded machine).
+# CUDA: the caching allocator has no such trap; 64 MiB (about 200 MiB in backward, three such
+# buffers) keeps B 2, h 8, d 512, N 16384 within a few hundred MiB of dot's peak while each
+# chunk still fills the GPU (2 query rows of 16384 keys x 16 heads x 64 features in bf16).
+CHUNK_BYTES = {"cpu": 36 << 20, "cuda": 64 << 20}
+DEFAULT_CHUNK_BYTES = 36 << 20  # other devices
 
 
 def _rows(t: Tensor | None, rows: slice) -> Tensor | None:
@@ -36,6 +50,30 @@ def _scores(qh: Tensor, kh: Tensor, v: Tensor) -> Tensor:
     """qh (B, h, C, e), kh (B, h, Nk, e), v (h, e) -> (B, h, C, Nk), in the features' dtype"""
     t = (qh.unsqueeze(-2) + kh.unsqueeze(-3)).tanh_()  # (B, h, C, Nk, e); in place: 1 copy
     return (t @ v.to(t.dtype)[:, None, :, None]).squeeze(-1)  # batched mat-vec over e
+
+
+def _chunk(
+    qh: Tensor,
+    kh: Tensor,
+    v: Tensor,
+    values: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    dropout_p: float,
+) -> tuple[Tensor, Tensor]:
+    """One block of queries: qh (B, h, C, e) -> (y (B, h, C, hd), weights (B, h, C, Nk))"""
+    w = masked_softmax(_scores(qh, kh, v), mask, bias).to(values.dtype)
+    return F.dropout(w, dropout_p) @ values, w
+
+
+def chunk_rows(qh: Tensor, nk: int, chunk_size: int) -> int:
+    """Queries per chunk: chunk_size, or as many as fit the device's tanh budget."""
+    if chunk_size:
+        return chunk_size
+    budget = CHUNK_BYTES.get(qh.device.type, DEFAULT_CHUNK_BYTES)
+    b, h, _, e = qh.shape
+    row_bytes = max(1, b * h * nk * e * qh.element_size())  # one query's tanh buffer
+    return -(-budget // row_bytes)
 
 
 class AdditiveScore(nn.Module):
@@ -57,23 +95,22 @@ class AdditiveScore(nn.Module):
         dropout_p: float = 0.0,
     ) -> tuple[Tensor, Tensor | None]:
         """qh (B, h, Nq, e), kh (B, h, Nk, e), values (B, h, Nk, hd) -> (B, h, Nq, hd), weights"""
-        b, h, nq, e = qh.shape
-        nk = kh.size(-2)
-        mask, bias = score_terms(ctx, nq, nk, h, qh.device, qh.dtype)
-        row_bytes = max(1, b * h * nk * e * qh.element_size())  # one query's tanh buffer
-        chunk = self.chunk_size or -(-CHUNK_BYTES // row_bytes)
-        recompute = torch.is_grad_enabled() and (
-            qh.requires_grad or kh.requires_grad or self.v.requires_grad
+        nq, nk = qh.size(-2), kh.size(-2)
+        mask, bias = score_terms(ctx, nq, nk, qh.size(1), qh.device, qh.dtype)
+        chunk = chunk_rows(qh, nk, self.chunk_size)
+        recompute = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (qh, kh, values, self.v, bias)
         )
         ys, ws = [], []
         for start in range(0, nq, chunk):  # a loop over blocks of queries, not tokens
             rows = slice(start, start + chunk)
-            if recompute:  # keep no (C, Nk, e) activations: recompute them in backward
-                s = checkpoint(_scores, qh[:, :, rows], kh, self.v, use_reentrant=False)
+            args = (qh[:, :, rows], kh, self.v, values, _rows(mask, rows), _rows(bias, rows))
+            if recompute:  # keep no (C, Nk) activations: the chunk is recomputed in backward
+                y, w = checkpoint(_chunk, *args, dropout_p, use_reentrant=False)
             else:
-                s = _scores(qh[:, :, rows], kh, self.v)
-            w = masked_softmax(s, _rows(mask, rows), _rows(bias, rows)).to(values.dtype)
-            ys.append(F.dropout(w, dropout_p) @ values)  # (B, h, C, hd)
+                y, w = _chunk(*args, dropout_p)
+            ys.append(y)  # (B, h, C, hd)
             if need_weights:
                 ws.append(w)
+            del w  # a checkpointed chunk's weights are not saved: dropping them frees them
         return torch.cat(ys, dim=-2), (torch.cat(ws, dim=-2) if need_weights else None)

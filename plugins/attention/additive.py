@@ -1,8 +1,9 @@
 """Additive (Bahdanau) attention: score(q, k) = vᵀ tanh(W_q q + W_k k), one score per head.
 
-The (Nq, Nk, hidden) tanh tensor is never built whole: queries go through in chunks, and in
-training each chunk's scores are recomputed in backward (activation checkpointing), so the
-peak memory is O(chunk · Nk · hidden) plus the O(Nq · Nk) weights, not O(Nq · Nk · hidden).
+Neither the (Nq, Nk, hidden) tanh tensor nor the (Nq, Nk) weights are kept whole: queries go
+through in chunks, and in training each chunk (scores, softmax, weights·values) is recomputed
+in backward (activation checkpointing), so the peak memory is O(Nq · d + chunk · Nk · hidden)
+on every device (attnbench.nn.additive).
 """
 
 from __future__ import annotations

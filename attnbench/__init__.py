@@ -2,7 +2,7 @@
 
 ``import attnbench`` is cheap: it imports no plugin, no torch, no Lightning, no wandb. The
 plugin base classes (``attnbench.Attention``, ``ScoreAttention``, ``PositionalEncoding``,
-``Backbone``, ``Task``) and ``Ctx`` are imported on first use.
+``Backbone``, ``Task``, ``Study``) and ``Ctx`` are imported on first use.
 """
 
 from importlib import import_module
@@ -26,6 +26,9 @@ _LAZY = {
     "Task": "attnbench.task",
     "ClassificationTask": "attnbench.task",
     "Ctx": "attnbench.nn.ctx",
+    "Study": "attnbench.study.base",
+    "Sweep": "attnbench.study.base",
+    "Verdict": "attnbench.study.base",
 }
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The ``attnbench`` console script: train (the default verb), list, check, bench,
+"""The ``attnbench`` console script: train (the default verb), list, check, bench, study,
 download, report.
 
 Startup stays light: ``list`` and ``--help`` import plugins (torch) and Hydra, never
@@ -214,6 +214,8 @@ VERBS = {
     "[--stats] [--help]",
     "plot": "learning curves of finished runs: attnbench plot RUN_DIR... [--metric M] "
     "[--x step|epoch] [--group F] [--out FILE]",
+    "study": "a claim checked by a sweep, a figure and a verdict: attnbench study list | "
+    "NAME [--quick] [--seeds N] [--out DIR] [overrides...]",
 }
 USAGE_VERBS = tuple(VERBS)
 HELP_HEADER = """\
@@ -294,6 +296,10 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.analysis.plot import main as plot_main
 
             return _exit(plot_main(argv))
+        if verb == "study":
+            from attnbench.study.cli import main as study_main
+
+            return _exit(study_main(argv))
         if verb == "check":
             from attnbench.testing import main as check_main
 

@@ -32,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("attention", "posenc", "model", "task")
+KINDS = ("attention", "posenc", "model", "task")  # the plugins a run composes
+# Studies are plugins too, but no run selects one: no config group, not in KINDS
+# (``attnbench study list`` names them).
+ALL_KINDS = (*KINDS, "study")
 ENTRY_POINT_GROUP = "attnbench.plugins"
 PATH_ENV = "ATTNBENCH_PLUGIN_PATH"
 
@@ -68,6 +71,7 @@ BASES = {
     "posenc": "attnbench.nn.posenc:PositionalEncoding",
     "model": "attnbench.nn.backbone:Backbone",
     "task": "attnbench.task:Task",
+    "study": "attnbench.study.base:Study",
 }
 
 
@@ -140,7 +144,9 @@ class Broken:
 
 @dataclass
 class _State:
-    plugins: dict[str, dict[str, Plugin]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    plugins: dict[str, dict[str, Plugin]] = field(
+        default_factory=lambda: {k: {} for k in ALL_KINDS}
+    )
     duplicates: dict[tuple[str, str], DuplicatePluginError] = field(default_factory=dict)
     broken: list[Broken] = field(default_factory=list)
     discovered: bool = False
@@ -152,8 +158,8 @@ _state = _State()
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise UnknownPluginError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(KINDS)}")
+    if kind not in ALL_KINDS:
+        raise UnknownPluginError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(ALL_KINDS)}")
 
 
 def register(kind: str, name: str):

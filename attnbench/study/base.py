@@ -1,0 +1,159 @@
+"""What a study plugin declares: the claim, the sweep, the metrics, the figure and the
+verdict rule. Stays free of torch and Lightning: ``attnbench study list`` only reads these.
+
+A training study returns :class:`Sweep` objects from :meth:`Study.sweeps` (run through
+Hydra's multirun); a measuring study (a benchmark, no training) overrides
+:meth:`Study.measure` instead. Either way the numbers end up as :class:`Results` rows, the
+figure and the verdict are drawn from those rows only, and a test can hand-make rows to
+check the verdict rule.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+VERDICTS = ("supported", "refuted", "mixed", "inconclusive")  # inconclusive: numbers missing
+
+
+@dataclass
+class Sweep:
+    """One Hydra multirun: ``attnbench -m *overrides axis=v1,v2,... seed=1,2,3``.
+
+    ``group`` are the run fields (report's --group: ``model.name``, ``task.dataset``) whose
+    runs differ by seed only; the table pools each group's seeds into mean ± std."""
+
+    name: str  # its folder under <out>/runs/ and its label in the table
+    overrides: list[str]  # fixed for every job: experiment=compare_pos, task.dataset=ud_ewt
+    axes: dict[str, list[Any]]  # swept: {"model": ["mlp", "cnn"]}
+    group: list[str]  # e.g. ["model.name"]
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float  # sample std over seeds; NaN for one seed
+    n: int
+
+    @property
+    def missing(self) -> bool:
+        return self.n == 0 or math.isnan(self.mean)
+
+    def spread(self) -> float:
+        """The std, 0 where a single seed gives none (so rules stay defined)."""
+        return 0.0 if math.isnan(self.std) else self.std
+
+
+MISSING = Stat(math.nan, math.nan, 0)
+
+
+def beats(high: Stat, low: Stat) -> bool:
+    """``high``'s mean exceeds ``low``'s by more than both standard deviations together
+    (the rule most verdicts use for "A is better than B"); False when either is missing."""
+    if high.missing or low.missing:
+        return False
+    return high.mean - low.mean > high.spread() + low.spread()
+
+
+def stat_of(values: Iterable[float]) -> Stat:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return MISSING
+    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    return Stat(statistics.fmean(values), std, len(values))
+
+
+@dataclass
+class Results:
+    """A study's numbers: rows of ``{"sweep", <group fields>, "metric", "mean", "std", "n",
+    ...}`` (one per group and metric), and the jobs that did not finish ok."""
+
+    rows: list[dict[str, Any]]
+    failed: list[dict[str, str]] = field(default_factory=list)  # {"status", "run", "reason"}
+
+    def stat(self, metric: str, sweep: str | None = None, **where: Any) -> Stat:
+        """The row for ``metric`` whose fields match ``where`` (``model.name`` is passed as
+        ``model_name``), or MISSING when no run gave it (a failed job, say)."""
+        wanted = {k.replace("_", "."): v for k, v in where.items()}
+        for row in self.rows:
+            if row.get("metric") != metric or (sweep is not None and row.get("sweep") != sweep):
+                continue
+            if all(row.get(k) == v for k, v in wanted.items()):
+                return Stat(float(row["mean"]), _nan(row.get("std")), int(row.get("n", 1)))
+        return MISSING
+
+    def values(self, field_name: str, metric: str, sweep: str | None = None) -> list[Any]:
+        """The values of a group field present for ``metric``, in row order."""
+        found = [
+            r.get(field_name)
+            for r in self.rows
+            if r.get("metric") == metric and (sweep is None or r.get("sweep") == sweep)
+        ]
+        return list(dict.fromkeys(found))
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+@dataclass
+class Verdict:
+    verdict: str  # one of VERDICTS
+    numbers: dict[str, Any]  # the numbers the rule looked at, by name
+    summary: str = ""  # one sentence: which part of the rule held
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
+
+
+class Study:
+    """Base class of study plugins (``@attnbench.register("study", "name")``).
+
+    Class attributes state the study; methods give its sweep, its extra per-run numbers,
+    its figure and its verdict. Only ``claim``, ``rule``, :meth:`sweeps` (or
+    :meth:`measure`) and :meth:`verdict` are required."""
+
+    claim: str = ""  # the lecture's claim, quoted in one sentence
+    rule: str = ""  # the verdict rule in words, printed in the report; verdict() implements it
+    metrics: tuple[str, ...] = ("test/acc",)  # aggregated over seeds, shown in the table
+    seeds: int = 3  # full version
+    quick_seeds: int = 2  # --quick (two, so a std exists and the rule is exercised)
+    percent: bool = True  # show accuracies x100 in the table
+
+    # -- the sweep (training studies)
+    def sweeps(self, quick: bool) -> list[Sweep]:
+        return []
+
+    def run_metrics(self, run_dir: Path) -> dict[str, float]:
+        """Extra numbers of one finished ok run that its summary.json lacks (accuracy on a
+        subset, a permutation test); computed once and cached beside the run. Names listed
+        in ``metrics`` are aggregated like the summary's own."""
+        return {}
+
+    # -- or a measurement (no training)
+    def measure(self, out: Path, quick: bool, device: str) -> Results | None:
+        """A study that measures instead of training: write what it needs under ``out`` and
+        return its rows. None (the default) means the study trains through :meth:`sweeps`."""
+        return None
+
+    # -- what the numbers say
+    def verdict(self, results: Results) -> Verdict:
+        raise NotImplementedError
+
+    def figure(self, results: Results) -> Figure | None:
+        """The study's figure; the default draws the first metric of every sweep with
+        report's figure (bars, or lines along a numeric field)."""
+        from attnbench.study.figures import default_figure
+
+        return default_figure(results, self.metrics[0], self.percent)
+
+    def table_metrics(self) -> tuple[str, ...]:
+        return self.metrics

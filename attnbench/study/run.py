@@ -1,0 +1,172 @@
+"""Run a study: each of its sweeps as one ``attnbench -m`` subprocess (Hydra's multirun, so
+``hydra/launcher=joblib`` and the other launchers pass straight through), then read the run
+directories the jobs wrote into :class:`Results`.
+
+Every sweep writes into the same folder on every call (``<out>/runs/<sweep>``, job folders
+named by Hydra from the job number and overrides), so re-running a study re-runs the same
+jobs there: the harness skips a job whose summary.json matches its config and resumes one
+that left a checkpoint (``skip_done``, attnbench.train).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnbench.registry import AttnbenchError
+from attnbench.report import Run, aggregate, collect
+from attnbench.study.base import Results, Study, Sweep
+
+EXTRA_FILE = "study_metrics.json"  # a run's cached run_metrics(), beside its summary.json
+
+
+@dataclass
+class Outcome:
+    results: Results
+    commands: list[list[str]] = field(default_factory=list)  # the multirun commands run
+    run_seconds: float = 0.0  # the runs' own wall time, summed (earlier calls' included)
+
+
+def override_key(override: str) -> str:
+    """``+model.x=1`` -> ``model.x``; ``hydra/launcher=joblib`` -> ``hydra/launcher``."""
+    return override.partition("=")[0].lstrip("+~")
+
+
+def sweep_overrides(
+    sweep: Sweep, seeds: list[int], user: list[str], gpu: bool, sweep_dir: Path
+) -> list[str]:
+    """The multirun's overrides: the sweep's own, its axes, the seeds, then the user's,
+    where a user override replaces the sweep's setting of the same key (so ``model=cnn``
+    narrows a sweep over models instead of clashing with it)."""
+    chosen: dict[str, str] = {}
+    for item in sweep.overrides:
+        chosen[override_key(item)] = item
+    for key, values in sweep.axes.items():
+        chosen[key] = f"{key}={','.join(str(v) for v in values)}"
+    chosen["seed"] = "seed=" + ",".join(map(str, seeds))
+    if gpu:
+        chosen.setdefault("trainer", "trainer=gpu")
+    for item in user:
+        chosen[override_key(item)] = item
+    quoted = str(sweep_dir).replace("\\", "\\\\").replace("'", "\\'")
+    return [*chosen.values(), f"hydra.sweep.dir='{quoted}'"]
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_sweep(args: list[str], sweep_dir: Path) -> int:
+    """``python -m attnbench -m ARGS``, its output passed through; the exit status."""
+    command = [sys.executable, "-m", "attnbench", "-m", *args]
+    print(f"attnbench study: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(command, check=False).returncode
+
+
+def cached_run_metrics(study: Study, run: Run) -> dict[str, float]:
+    """``study.run_metrics`` of one run, computed once per checkpoint and kept beside it."""
+    run_dir = run.path.parent
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    stamp = ckpt.stat().st_mtime_ns if ckpt.is_file() else None
+    cache = run_dir / EXTRA_FILE
+    key = {"study": getattr(study, "plugin_name", type(study).__name__), "checkpoint": stamp}
+    if cache.is_file():
+        try:
+            saved = json.loads(cache.read_text())
+            if saved.get("key") == key:
+                return dict(saved["metrics"])
+        except (OSError, ValueError, KeyError):
+            pass  # recomputed below
+    metrics = study.run_metrics(run_dir)
+    if metrics:
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "metrics": metrics}, indent=2) + "\n")
+        os.replace(tmp, cache)
+    return metrics
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def sweep_results(study: Study, sweep: Sweep, sweep_dir: Path) -> Results:
+    """The rows of one sweep's ok runs (summary metrics plus run_metrics) and its failures."""
+    failed: list[dict[str, str]] = []
+    try:
+        found = collect([sweep_dir])
+    except AttnbenchError as e:  # the sweep wrote no job at all
+        return Results([], [{"status": "missing", "run": str(sweep_dir), "reason": str(e)}])
+    for status, directory, reason in found.left_out():
+        failed.append({"status": status, "run": f"{sweep.name}/{directory}", "reason": reason})
+    ok = found.ok
+    for run in ok:
+        try:
+            extra = cached_run_metrics(study, run)
+        except Exception as e:  # one run's analysis failing must not stop the study
+            failed.append(
+                {
+                    "status": "analysis failed",
+                    "run": f"{sweep.name}/{run.directory}",
+                    "reason": _one_line(e),
+                }
+            )
+            continue
+        run.summary = {**run.summary, "metrics": {**run.summary.get("metrics", {}), **extra}}
+    rows: list[dict[str, Any]] = []
+    for metric in study.table_metrics():
+        having = [r for r in ok if metric in (r.summary.get("metrics") or {})]
+        table, _ = aggregate(having, metric, sweep.group)
+        rows += [{"sweep": sweep.name, "metric": metric, **row} for row in table]
+    return Results(rows, failed)
+
+
+def run_study(study: Study, out: Path, quick: bool, seeds: int | None, user: list[str]) -> Outcome:
+    """Run (or resume) every sweep of ``study`` under ``out/runs`` and gather the numbers.
+    A sweep whose jobs fail still yields the others' rows; the failures are listed."""
+    n_seeds = seeds or (study.quick_seeds if quick else study.seeds)
+    gpu = cuda_available()
+    measured = study.measure(out, quick, "cuda" if gpu else "cpu")
+    if measured is not None:
+        return Outcome(measured)
+    sweeps = study.sweeps(quick)
+    if not sweeps:
+        raise AttnbenchError(
+            f"study {getattr(study, 'plugin_name', study)!r} declares no sweep and measures "
+            "nothing; its sweeps() or measure() must return something"
+        )
+    outcome = Outcome(Results([]))
+    for sweep in sweeps:
+        sweep_dir = out / "runs" / sweep.name
+        args = sweep_overrides(sweep, list(range(1, n_seeds + 1)), user, gpu, sweep_dir)
+        status = run_sweep(args, sweep_dir)
+        outcome.commands.append(["attnbench", "-m", *args])
+        if status == 2 and not any(sweep_dir.rglob(".hydra")):
+            # refused before any job ran: a bad override, which every sweep would repeat
+            raise AttnbenchError(
+                f"sweep {sweep.name!r} was refused before any job ran (exit 2, see the "
+                "error above); fix the override it names"
+            )
+        found = sweep_results(study, sweep, sweep_dir)
+        outcome.results.rows += found.rows
+        outcome.results.failed += found.failed
+    outcome.run_seconds = run_seconds(out / "runs")
+    return outcome
+
+
+def run_seconds(runs_dir: Path) -> float:
+    total = 0.0
+    for path in runs_dir.rglob("summary.json"):
+        try:
+            total += float(json.loads(path.read_text()).get("wall_seconds") or 0.0)
+        except (OSError, ValueError, TypeError):
+            continue
+    return total

@@ -1,0 +1,1 @@
+"""Built-in studies: one file per claim of the lecture notes (``attnbench study list``)."""

@@ -1,0 +1,357 @@
+"""Studies: `attnbench study` runs a study plugin's sweep through Hydra's multirun, writes
+report.md, results.json, the figure and report.html, and judges the claim by a rule fixed in
+code. Every built-in study runs with --quick here; each verdict rule is checked on numbers
+made by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import cli
+
+from attnbench import registry
+from attnbench.study import VERDICTS, Results, Sweep, Verdict, beats, stat_of
+from attnbench.study.run import sweep_overrides
+
+BUILT_IN = ("complexity", "context", "positions")
+OUTPUTS = ("report.md", "results.json", "figure.png", "figure.svg", "report.html")
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def study_class(name: str):
+    return registry.get("study", name).cls
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_list_names_every_built_in_study_with_its_claim():
+    done = cli("study", "list", env=ENV)
+    assert done.returncode == 0, done.stderr
+    for name in BUILT_IN:
+        line = next(ln for ln in done.stdout.splitlines() if ln.startswith(name + " "))
+        assert study_class(name).claim[:30] in line
+
+
+def test_unknown_study_is_one_line_with_a_suggestion(tmp_path):
+    done = cli("study", "contxt", "--out", str(tmp_path / "x"), env=ENV)
+    assert done.returncode == 2
+    assert "did you mean 'context'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_word_that_is_no_override_is_refused(tmp_path):
+    done = cli("study", "positions", "--quick", "epochs", "--out", str(tmp_path), env=ENV)
+    assert done.returncode == 2
+    assert "'epochs' is not an override" in done.stderr
+
+
+def test_study_is_a_verb_in_help():
+    done = cli("--help", env=ENV)
+    assert "study" in done.stdout and "attnbench study list" in done.stdout
+
+
+def test_a_class_that_is_no_study_is_refused():
+    class NotAStudy:
+        pass
+
+    with pytest.raises(registry.PluginContractError, match="attnbench.Study"):
+        registry.register("study", "not_a_study_for_test")(NotAStudy)
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def test_user_overrides_replace_the_sweeps_own_and_launchers_pass_through():
+    sweep = Sweep(
+        "pos", ["experiment=compare_pos", "trainer.max_epochs=6"], {"model": ["a", "b"]}, []
+    )
+    args = sweep_overrides(
+        sweep,
+        [1, 2, 3],
+        ["model=cnn", "trainer.max_epochs=1", "hydra/launcher=joblib"],
+        gpu=True,
+        sweep_dir=Path("/tmp/s"),
+    )
+    assert "model=cnn" in args and "model=a,b" not in args
+    assert "trainer.max_epochs=1" in args and "trainer.max_epochs=6" not in args
+    assert "hydra/launcher=joblib" in args and "experiment=compare_pos" in args
+    assert "seed=1,2,3" in args and "trainer=gpu" in args
+    assert args[-1] == "hydra.sweep.dir='/tmp/s'"
+    no_gpu = sweep_overrides(sweep, [1], ["trainer=cpu"], gpu=True, sweep_dir=Path("/tmp/s"))
+    assert "trainer=cpu" in no_gpu and "trainer=gpu" not in no_gpu
+
+
+# ----------------------------------------------------------------------------- quick runs
+
+
+@pytest.fixture(scope="module", params=BUILT_IN)
+def quick(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    done = cli("study", request.param, "--quick", "--out", str(out), env=ENV, timeout=900)
+    return request.param, out, done
+
+
+def test_every_study_runs_quick_and_writes_its_report(quick):
+    name, out, done = quick
+    assert done.returncode == 0, done.stderr[-2000:]
+    for file in OUTPUTS:
+        assert (out / file).is_file() and (out / file).stat().st_size > 0, file
+    assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "results.json").read_text())
+    assert data["verdict"] in VERDICTS and data["quick"] is True
+    assert data["rows"] and all(math.isfinite(r["mean"]) for r in data["rows"])
+    report = (out / "report.md").read_text()
+    cls = study_class(name)
+    for text in (cls.claim, cls.rule, f"Verdict: **{data['verdict']}**", "figure.png"):
+        assert text in report
+    assert f"attnbench study {name}: {data['verdict']}" in (out / "report.html").read_text()
+    assert f"verdict: {data['verdict']}" in done.stdout
+
+
+def test_the_verdict_is_the_rule_applied_to_the_written_numbers(quick):
+    """results.json's rows, given back to the study's rule, give the verdict it recorded:
+    the verdict comes from the numbers on disk, not from anything else."""
+    name, out, done = quick
+    data = json.loads((out / "results.json").read_text())
+    rows = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in data["rows"]]
+    again = study_class(name)().verdict(Results(rows))
+    assert again.verdict == data["verdict"]
+
+
+def test_training_studies_leave_normal_run_dirs_that_report_reads(quick, tmp_path):
+    name, out, done = quick
+    if name == "complexity":
+        pytest.skip("measures with the benchmark: no training runs")
+    summaries = list((out / "runs").rglob("summary.json"))
+    assert summaries and all(json.loads(p.read_text())["status"] == "ok" for p in summaries)
+    page = tmp_path / "r.html"
+    group = "task.name,model.name,posenc.name"
+    done = cli("report", str(out), "--group", group, "--html", str(page), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert page.is_file() and page.stat().st_size > 0
+    data = json.loads((out / "results.json").read_text())
+    groups = {json.dumps(r, sort_keys=True) for r in data["rows"] if r["metric"] == "test/acc"}
+    table = [ln for ln in done.stdout.splitlines() if ln.startswith("|")][2:]
+    assert len(table) == len(groups)
+
+
+# ----------------------------------------------------------------------------- a user's study
+
+TINY = textwrap.dedent("""
+    import attnbench
+    from attnbench.study import Study, Sweep, Verdict
+
+    @attnbench.register("study", "tiny")
+    class Tiny(Study):
+        claim = "A learned table of 2 positions cannot encode longer sentences."
+        rule = "supported when exactly one job failed"
+        quick_seeds = 1
+
+        def sweeps(self, quick):
+            base = ["experiment=sentiment_quick", "posenc=learned", "model.d_model=16",
+                    "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                    "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+            return [Sweep("s", base, {"posenc.max_len": [2, 1024]}, ["posenc.max_len"])]
+
+        def verdict(self, results):
+            ok = len(results.failed) == 1
+            return Verdict("supported" if ok else "refuted", {"failed": len(results.failed)})
+""")
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "tiny_study.py").write_text(TINY)
+    env = {**ENV, "ATTNBENCH_PLUGIN_PATH": str(plugins)}
+    return lambda *args: cli(
+        "study", "tiny", "--quick", "--out", str(tmp_path / "o"), *args, env=env
+    )
+
+
+def test_a_failed_job_never_stops_the_study_and_the_report_lists_it(tiny, tmp_path):
+    done = tiny()
+    assert done.returncode == 1  # like a sweep with a failed job
+    out = tmp_path / "o"
+    data = json.loads((out / "results.json").read_text())
+    assert data["verdict"] == "supported"
+    assert [f["status"] for f in data["failed"]] == ["failed"]
+    assert "max_len" in data["failed"][0]["reason"]
+    assert [r["posenc.max_len"] for r in data["rows"]] == [1024]  # the other job's number
+    report = (out / "report.md").read_text()
+    assert "## Jobs that did not finish ok" in report and "max_len" in report
+
+
+def test_a_rerun_uses_the_same_job_directories(tiny, tmp_path):
+    tiny()
+    first = sorted(p.relative_to(tmp_path) for p in (tmp_path / "o" / "runs").rglob(".hydra"))
+    tiny()
+    again = sorted(p.relative_to(tmp_path) for p in (tmp_path / "o" / "runs").rglob(".hydra"))
+    assert first == again and len(first) == 2
+
+
+@pytest.mark.xfail(
+    reason="needs skip_done=true in attnbench/train.py (another helper is adding it): a job "
+    "whose summary.json matches its config is skipped",
+    strict=False,
+)
+def test_a_rerun_skips_finished_jobs(tiny, tmp_path):
+    tiny()
+    ok = next(
+        p
+        for p in (tmp_path / "o" / "runs").rglob("summary.json")
+        if json.loads(p.read_text())["status"] == "ok"
+    )
+    before = (ok.stat().st_mtime_ns, ok.read_text())
+    tiny()
+    assert (ok.stat().st_mtime_ns, ok.read_text()) == before
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+def rows(metric: str, sweep: str, field: str, values: dict[str, list[float]]) -> list[dict]:
+    """Hand-made result rows: one per group, mean ± std of the given per-seed values."""
+    made = []
+    for name, seeds in values.items():
+        s = stat_of(seeds)
+        made.append(
+            {"sweep": sweep, field: name, "metric": metric, "mean": s.mean, "std": s.std, "n": s.n}
+        )
+    return made
+
+
+def test_beats_needs_the_gap_to_exceed_both_stds():
+    assert beats(stat_of([0.9, 0.92]), stat_of([0.8, 0.81]))
+    assert not beats(stat_of([0.9, 0.7]), stat_of([0.8, 0.81]))  # gap inside the spread
+    assert not beats(stat_of([0.9]), stat_of([]))  # a missing side never wins
+
+
+def context_results(acc: dict[str, float], ambiguous: dict[str, float]) -> Results:
+    spread = [-0.002, 0.0, 0.002]
+    made = rows(
+        "test/acc", "pos", "model.name", {m: [v + d for d in spread] for m, v in acc.items()}
+    )
+    made += rows(
+        "test/acc_ambiguous",
+        "pos",
+        "model.name",
+        {m: [v + d for d in spread] for m, v in ambiguous.items()},
+    )
+    return Results(made)
+
+
+@pytest.mark.parametrize(
+    "acc, ambiguous, expected",
+    [
+        (  # the lecture's ordering, and a wider gap on ambiguous words
+            {"mlp": 0.85, "window_mlp": 0.91, "cnn": 0.912, "rnn": 0.94, "transformer": 0.93},
+            {"mlp": 0.60, "window_mlp": 0.80, "cnn": 0.80, "rnn": 0.88, "transformer": 0.86},
+            "supported",
+        ),
+        (  # context does not help at all
+            {"mlp": 0.93, "window_mlp": 0.93, "cnn": 0.93, "rnn": 0.93, "transformer": 0.93},
+            {"mlp": 0.8, "window_mlp": 0.8, "cnn": 0.8, "rnn": 0.8, "transformer": 0.8},
+            "refuted",
+        ),
+        (  # ordering holds but the CNN is far better than the window MLP
+            {"mlp": 0.85, "window_mlp": 0.88, "cnn": 0.92, "rnn": 0.94, "transformer": 0.95},
+            {"mlp": 0.60, "window_mlp": 0.70, "cnn": 0.80, "rnn": 0.88, "transformer": 0.9},
+            "mixed",
+        ),
+    ],
+)
+def test_context_rule(acc, ambiguous, expected):
+    assert study_class("context")().verdict(context_results(acc, ambiguous)).verdict == expected
+
+
+def test_context_rule_is_inconclusive_without_a_model():
+    acc = {"mlp": 0.85, "window_mlp": 0.9, "cnn": 0.9, "rnn": 0.94}
+    found = study_class("context")().verdict(context_results(acc, acc))
+    assert found.verdict == "inconclusive" and "transformer" in found.summary
+
+
+def positions_results(acc: dict[str, dict[str, float]], agree: float) -> Results:
+    made = []
+    for task, by_enc in acc.items():
+        made += rows(
+            "test/acc", task, "posenc.name", {e: [v - 0.003, v + 0.003] for e, v in by_enc.items()}
+        )
+        made += rows("test/perm_agree", task, "posenc.name", {"none": [agree, agree]})
+    return Results(made)
+
+
+ENCS = ("sinusoidal", "learned", "rope", "relative")
+
+
+@pytest.mark.parametrize(
+    "sentiment, pos, agree, expected",
+    [
+        (0.99, 0.95, 1.0, "supported"),  # every encoding far above none (0.7 / 0.85)
+        (0.99, 0.85, 1.0, "mixed"),  # order matters for sentiment only
+        (0.70, 0.85, 1.0, "refuted"),  # no encoding helps anywhere
+        (0.99, 0.95, 0.90, "refuted"),  # none is not permutation-equivariant
+    ],
+)
+def test_positions_rule(sentiment, pos, agree, expected):
+    acc = {
+        "sentiment": {"none": 0.70, **dict.fromkeys(ENCS, sentiment)},
+        "pos": {"none": 0.85, **dict.fromkeys(ENCS, pos)},
+    }
+    assert study_class("positions")().verdict(positions_results(acc, agree)).verdict == expected
+
+
+def complexity_results(slopes: dict[str, tuple[float, float]]) -> Results:
+    made = []
+    for variant, (time_slope, memory_slope) in slopes.items():
+        for metric, value in (("time_ms", time_slope), ("peak_mb", memory_slope)):
+            made.append(
+                {
+                    "sweep": "slope",
+                    "variant": variant,
+                    "N": ">=1024",
+                    "metric": metric,
+                    "mean": value,
+                    "std": math.nan,
+                    "n": 4,
+                }
+            )
+    return Results(made)
+
+
+DENSE, LINEAR = ("dot", "dense_ref", "additive"), ("truncated", "graph", "linear")
+
+
+@pytest.mark.parametrize(
+    "dense, linear, expected",
+    [
+        ((1.95, 1.9), (1.05, 1.0), "supported"),
+        ((1.95, 1.0), (1.05, 1.0), "mixed"),  # memory does not grow with N² (fused kernels)
+        ((1.1, 1.0), (1.05, 1.0), "refuted"),  # nothing quadratic at all
+    ],
+)
+def test_complexity_rule(dense, linear, expected):
+    slopes = {**dict.fromkeys(DENSE, dense), **dict.fromkeys(LINEAR, linear)}
+    found = study_class("complexity")().verdict(complexity_results(slopes))
+    assert found.verdict == expected
+    assert found.numbers["dot time_ms slope"] == dense[0]
+
+
+def test_complexity_slope_is_the_log_log_exponent():
+    fit = sys.modules[study_class("complexity").__module__].slope
+    assert fit([(n, 3.0 * n**2) for n in (256, 512, 1024)]) == pytest.approx(2.0)
+    assert fit([(n, 5.0 * n) for n in (256, 1024)]) == pytest.approx(1.0)
+    assert math.isnan(fit([(256, 1.0)]))
+
+
+def test_a_verdict_must_be_one_of_the_four():
+    with pytest.raises(ValueError, match="supported"):
+        Verdict("probably", {})

@@ -206,7 +206,7 @@ VERBS = {
     "train": "(the default) one run, or a sweep with -m: attnbench task=pos attention=dot",
     "list": "plugins and their parameters: attnbench list [KIND] [PATTERN]",
     "check": "run a kind's contract on a plugin: attnbench check KIND NAME [param=value ...]",
-    "bench": "benchmarks: attnbench bench attention|startup|throughput [--help]",
+    "bench": "benchmarks: attnbench bench attention|startup|throughput|maps|report [--help]",
     "download": "fetch a real data set with checksums: attnbench download NAME [--help]",
     "report": "mean ± std of finished runs: attnbench report DIR... [--metric M] "
     "[--plot FILE] [--html FILE] [--help]",
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             from attnbench.report import main as report_main
 
             return report_main(argv)
-        if verb == "bench" and argv[:1] in (["startup"], ["throughput"]):
+        if verb == "bench" and argv[:1] in (["startup"], ["throughput"], ["maps"], ["report"]):
             from attnbench.perf import main as perf_main
 
             return perf_main(argv)

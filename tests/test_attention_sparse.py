@@ -259,6 +259,7 @@ def test_truncated_trains_on_sentiment(tmp_path):
         "window": 4,
         "dropout": 0.0,
         "bias": True,
+        "kernel": "auto",
     }
     assert math.isfinite(summary["metrics"]["test/loss"])
 

@@ -26,7 +26,9 @@ def _preset_groups() -> dict[str, list[str]]:
     return {
         folder.name: sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
         for folder in conf.iterdir()
-        if folder.is_dir() and not folder.name.startswith("_") and folder.name != "bench"
+        # hydra/ holds launcher and sweeper presets, chosen as hydra/launcher=...
+        if folder.is_dir() and not folder.name.startswith("_")
+        if folder.name not in ("bench", "hydra")
     }
 
 
@@ -131,9 +133,11 @@ def train_task(cfg) -> float | None:
     A failing job records why in its own directory (see :func:`attnbench.train.record_failure`).
     Alone, it exits at once (2 for bad input, 1 otherwise); in a sweep the other jobs go on
     and the sweep's end lists the failures (:class:`attnbench.sweep.SweepReport`)."""
+    from attnbench.launch import apply_threads
     from attnbench.train import one_line, record_failure, run
 
     try:
+        apply_threads(cfg)  # its share of the cores under a parallel launcher
         summary = run(cfg)
     except registry.AttnbenchError as e:
         record_failure(str(e))
@@ -175,9 +179,11 @@ def _hydra_main(argv: list[str]) -> None:
 
     from attnbench import sweep
     from attnbench.config import register_resolvers, store_plugins
+    from attnbench.optuna_sweeper import register as register_sweeper
 
     store_plugins()
     register_resolvers()
+    register_sweeper()  # hydra/sweeper=optuna (hparams_search=...)
     sys.argv = [sys.argv[0], *argv]
     _let_hydra_errors_raise()
     try:
@@ -186,6 +192,8 @@ def _hydra_main(argv: list[str]) -> None:
         )()
     except (HydraException, OmegaConfBaseException) as e:  # composition, not a job's error
         _fail(_hydra_error_line(e, argv))
+    except registry.AttnbenchError as e:  # a sweeper's refusal (hparams_search=...)
+        _fail(str(e))
     except ValueError as e:  # Hydra's own argument checks (--cfg with -m, ...)
         if not _raised_by_hydra(e):
             raise
@@ -327,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         overrides = [a for a in argv if not a.startswith("-")]
         _check_selected_names(overrides)
+        from attnbench.extras import check_overrides
+
+        check_overrides(overrides)  # hydra/launcher=joblib without the extra: one line
         if "--help" in argv or "-h" in argv:
             return _help(overrides)
     except BrokenPipeError:  # `attnbench list | head`: the reader has all it wanted

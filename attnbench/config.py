@@ -171,6 +171,12 @@ def _monitor_mode() -> str:
     return RUN_MONITOR["mode"]
 
 
+def _launch_resolvers() -> list:
+    from attnbench.launch import RESOLVERS  # job threads, wandb group and name under sweeps
+
+    return list(RESOLVERS.items())
+
+
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
@@ -179,6 +185,7 @@ def register_resolvers() -> None:
         ("run_id", run_id),
         ("monitor", _monitor),
         ("monitor_mode", _monitor_mode),
+        *_launch_resolvers(),
     ):
         if not OmegaConf.has_resolver(f"attnbench.{name}"):
             OmegaConf.register_new_resolver(f"attnbench.{name}", resolver)

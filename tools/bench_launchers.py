@@ -1,0 +1,80 @@
+"""Wall time of one sweep under Hydra's basic launcher and under joblib (n_jobs=2).
+
+    python tools/bench_launchers.py [--jobs 6] [--epochs 3] [--n-jobs 2] [--out DIR]
+
+Runs the same ``fast`` sweep (experiment=sentiment_quick, one job per seed) twice as a user
+would, through the ``attnbench`` command, and prints both wall times and their ratio
+(joblib / basic; issue #16 asks for <= 0.6 on a 2-core CPU). Each sweep must end with an ok
+summary.json per job, else the script fails: a fast failure is no speed-up. Needs
+``pip install 'attnbench[launchers]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def sweep_command(jobs: int, epochs: int, sweep_dir: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("attnbench")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "attnbench"]
+    return [
+        *command,
+        "-m",
+        "experiment=sentiment_quick",
+        f"seed={','.join(str(s) for s in range(1, jobs + 1))}",
+        f"trainer.max_epochs={epochs}",
+        "logger=none",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+def timed_sweep(name: str, extra: list[str], args: argparse.Namespace, root: Path) -> float:
+    sweep_dir = root / name
+    command = sweep_command(args.jobs, args.epochs, sweep_dir) + extra
+    print(f"+ {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"bench_launchers: the {name} sweep failed:\n{done.stderr[-2000:]}")
+    statuses = [json.loads(p.read_text())["status"] for p in sweep_dir.glob("*/summary.json")]
+    if statuses.count("ok") != args.jobs:
+        sys.exit(f"bench_launchers: the {name} sweep left {statuses} (want {args.jobs} x ok)")
+    print(f"{name}: {seconds:.1f} s for {args.jobs} jobs", flush=True)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--n-jobs", type=int, default=2, help="joblib workers")
+    parser.add_argument("--out", type=Path, help="keep the sweeps here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    root = args.out or Path(tempfile.mkdtemp(prefix="bench_launchers_"))
+    try:
+        print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}", flush=True)
+        basic = timed_sweep("basic", [], args, root)
+        joblib = timed_sweep(
+            f"joblib{args.n_jobs}",
+            ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"],
+            args,
+            root,
+        )
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        print(f"ratio joblib/basic: {joblib / basic:.2f} (target <= 0.6)")
+    finally:
+        if args.out is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

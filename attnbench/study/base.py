@@ -77,11 +77,13 @@ class Results:
 
     rows: list[dict[str, Any]]
     failed: list[dict[str, str]] = field(default_factory=list)  # {"status", "run", "reason"}
+    seconds: float | None = None  # a measuring study's own wall time (its benchmark)
 
     def stat(self, metric: str, sweep: str | None = None, **where: Any) -> Stat:
         """The row for ``metric`` whose fields match ``where`` (``model.name`` is passed as
-        ``model_name``), or MISSING when no run gave it (a failed job, say)."""
-        wanted = {k.replace("_", "."): v for k, v in where.items()}
+        ``model_name``, ``task.train_fraction`` as ``task_train_fraction``: the first
+        underscore is the dot), or MISSING when no run gave it (a failed job, say)."""
+        wanted = {k.replace("_", ".", 1): v for k, v in where.items()}
         for row in self.rows:
             if row.get("metric") != metric or (sweep is not None and row.get("sweep") != sweep):
                 continue
@@ -101,6 +103,13 @@ class Results:
 
 def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+def is_rate(metric: str) -> bool:
+    """Accuracies, F1 and agreement fractions (shown x100); times, memories and slopes
+    are not."""
+    leaf = metric.rsplit("/", 1)[-1]
+    return any(word in leaf for word in ("acc", "f1", "agree"))
 
 
 @dataclass
@@ -143,6 +152,11 @@ class Study:
         """A study that measures instead of training: write what it needs under ``out`` and
         return its rows. None (the default) means the study trains through :meth:`sweeps`."""
         return None
+
+    def setup(self, quick: bool) -> str:
+        """What the report's setup section should say beyond the sweep commands (a measuring
+        study's settings, say); empty by default."""
+        return ""
 
     # -- what the numbers say
     def verdict(self, results: Results) -> Verdict:

@@ -136,7 +136,7 @@ def run_study(study: Study, out: Path, quick: bool, seeds: int | None, user: lis
     gpu = cuda_available()
     measured = study.measure(out, quick, "cuda" if gpu else "cpu")
     if measured is not None:
-        return Outcome(measured)
+        return Outcome(measured, run_seconds=measured.seconds or 0.0)
     sweeps = study.sweeps(quick)
     if not sweeps:
         raise AttnbenchError(

@@ -14,7 +14,7 @@ from typing import Any
 
 from attnbench.analysis.plot import save, svg_bytes
 from attnbench.report import collect, fmt, markdown
-from attnbench.study.base import Results, Study, Verdict
+from attnbench.study.base import Results, Study, Verdict, is_rate
 from attnbench.study.figures import fields_of
 
 FIGURE = "figure"  # figure.png and figure.svg
@@ -44,11 +44,11 @@ def table(results: Results, study: Study) -> tuple[list[str], list[list[str]]]:
         fields += [f for f in own if f not in fields]
         key = (row["sweep"], *((f, row.get(f)) for f in own))
         std = math.nan if row.get("std") is None else row["std"]
-        is_rate = study.percent and _is_rate(row["metric"])
-        value = fmt(row["mean"], std, scale if is_rate else 1.0)
+        rate = study.percent and is_rate(row["metric"])
+        value = fmt(row["mean"], std, scale if rate else 1.0)
         cells[key][row["metric"]] = f"{value} (n={row['n']})"
     metrics = list(dict.fromkeys(r["metric"] for r in results.rows))
-    header = ["sweep", *fields, *(f"{m}{' ×100' if study.percent and _is_rate(m) else ''}"
+    header = ["sweep", *fields, *(f"{m}{' ×100' if study.percent and is_rate(m) else ''}"
                                   for m in metrics)]  # fmt: skip
     body = []
     for key, by_metric in cells.items():
@@ -60,10 +60,7 @@ def table(results: Results, study: Study) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def _is_rate(metric: str) -> bool:
-    """Accuracies and the like, shown x100; times, memories and slopes are not."""
-    leaf = metric.rsplit("/", 1)[-1]
-    return any(word in leaf for word in ("acc", "f1", "agree"))
+_is_rate = is_rate  # the name studies first imported from here
 
 
 def number_text(value: Any) -> str:
@@ -88,6 +85,9 @@ def markdown_report(w: Written, figure: bool) -> str:
         f"Python {platform.python_version()}, {platform.machine()}).",
         "",
     ]
+    described = w.study.setup(w.quick)
+    if described:
+        lines += [described, ""]
     if w.commands:
         lines += ["The sweeps it ran (Hydra multirun):", ""]
         lines += [f"    {' '.join(c)}" for c in w.commands]
@@ -112,8 +112,8 @@ def markdown_report(w: Written, figure: bool) -> str:
     lines += [
         "## Wall time",
         "",
-        f"This call: {w.wall_seconds:.0f} s; the runs' own wall time, summed: "
-        f"{w.run_seconds:.0f} s.",
+        f"This call: {w.wall_seconds:.0f} s; the runs' (or the benchmark's) own wall time, "
+        f"summed over every call that ran them: {w.run_seconds:.0f} s.",
         "",
     ]
     return "\n".join(lines)

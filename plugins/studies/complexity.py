@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -64,6 +65,18 @@ class Complexity(Study):
     quick_seeds = 1
     percent = False
 
+    def setup(self, quick: bool) -> str:
+        s = QUICK if quick else FULL
+        return (
+            f"`attnbench bench attention` with conf/bench/complexity.yaml: one layer, batch 1, "
+            "4 heads, d_model 64, truncated window 32, graph degree 8, the bench's default "
+            "dtype (fp32 on a CPU), 1 thread; "
+            f"N = {', '.join(map(str, s['sizes']))}; time = median forward+backward pass "
+            f"(>= {s['min_time']} s of passes), memory = peak allocated during one pass; "
+            f"slopes fitted over N >= {s['fit_from']}. A pass over 20 s ends a variant's "
+            "larger sizes."
+        )
+
     def measure(self, out: Path, quick: bool, device: str) -> Results:
         settings = QUICK if quick else FULL
         bench_dir = out / "bench"
@@ -82,13 +95,17 @@ class Complexity(Study):
             "--out": bench_dir,
         }
         args = ["bench", "attention", *(str(x) for item in options.items() for x in item)]
-        stamp = bench_dir / "args.json"
-        done = stamp.is_file() and json.loads(stamp.read_text()) == args
+        stamp = bench_dir / "args.json"  # the arguments of the finished benchmark there
+        done = stamp.is_file() and json.loads(stamp.read_text()).get("args") == args
         if not (done and (bench_dir / "attention.csv").is_file()):  # resumable: reuse a run
             print(f"attnbench study: attnbench {' '.join(args)}", file=sys.stderr, flush=True)
+            start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "attnbench", *args], check=True)
-            stamp.write_text(json.dumps(args))
-        return self.read(bench_dir / "attention.csv", settings["fit_from"])
+            seconds = time.perf_counter() - start
+            stamp.write_text(json.dumps({"args": args, "seconds": seconds}))
+        results = self.read(bench_dir / "attention.csv", settings["fit_from"])
+        results.seconds = json.loads(stamp.read_text())["seconds"]
+        return results
 
     @staticmethod
     def read(path: Path, fit_from: int) -> Results:

@@ -630,6 +630,7 @@ COINCIDENCES = {
     ): "the name of a conformance property",
     ("testing/backbone.py", "check_backbone", "graph"): "the name of a conformance property",
     ("testing/cli.py", "parse_value", "none"): "a spelling of null on the command line",
+    ("nn/flex.py", "graph_mask", "graph"): "the block-mask cache's tag for edge masks",
 }
 TEXT_KEYWORDS = ("help", "epilog", "description", "usage")  # argparse text with examples
 SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)

@@ -13,7 +13,8 @@ replays dropout's random state, and differentiates learned score biases and auto
 free. Its backward holds about three tanh-sized buffers per chunk (the recomputed tanh, its
 gradient, the gradient of the sum) where a fused backward would need one, so the chunk
 budget per device below is sized for three; the memory traffic, which sets the time on a
-GPU, is about the same either way (the tanh tensor is read and written ~14 times).
+GPU, is of the same order either way (both run the chunk's forward again in backward and
+pass over the tanh tensor a handful of times).
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from attnbench.nn.ctx import Ctx
 # attention --variants additive --sizes 4096 --heads 1 --d-model 64 --repeats 1 --warmup 0
 # --min-time 0` reached 4.2 GB resident for 121 MiB of live tensors; with these the default
 # run peaks at 0.70 GB, its passes slower (29.8 s vs 21.0 s, on a loaded machine).
-# CUDA: the caching allocator has no such trap; 64 MiB (about 200 MiB in backward, three such
-# buffers) keeps B 2, h 8, d 512, N 16384 within a few hundred MiB of dot's peak while each
-# chunk still fills the GPU (2 query rows of 16384 keys x 16 heads x 64 features in bf16).
-CHUNK_BYTES = {"cpu": 36 << 20, "cuda": 64 << 20}
+# CUDA: the caching allocator has no such trap; larger chunks mean fewer kernel launches. A
+# pass holds about 3x the budget at once (measured on the CPU at B 2, h 8, d 512, bf16
+# autocast: 196 MiB above the O(N·d) part for a 64 MiB budget), and the O(N·d) part grows
+# like dot's, so at N 16384 128 MiB gives about 0.4 + 0.3 GiB vs dot's ~0.36 GiB (< 2x;
+# target 4x), with 4 query rows per chunk (16384 keys x 16 heads x 64 features in bf16).
+CHUNK_BYTES = {"cpu": 36 << 20, "cuda": 128 << 20}
 DEFAULT_CHUNK_BYTES = 36 << 20  # other devices
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 from attnbench.task import Network, Stage, Task
 
@@ -28,6 +28,9 @@ class LitModel(pl.LightningModule):
         metrics = MetricCollection(task.metrics())
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Mean loss per example as a metric, so DDP syncs it exactly across processes
+        # (self.log(sync_dist=True) averages the processes' means, unweighted).
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def forward(self, batch: Any, stage: Stage) -> Any:
         return self.task.forward(self.net, batch, stage)
@@ -40,7 +43,9 @@ class LitModel(pl.LightningModule):
     def _evaluate(self, batch: Any, stage: Stage, metrics: MetricCollection) -> None:
         outputs = self(batch, stage)
         n = self.task.num_samples(batch)
-        self.log(f"{stage}/loss", self.task.loss(outputs, batch), batch_size=n)
+        mean_loss = getattr(self, f"{stage}_loss")
+        mean_loss.update(self.task.loss(outputs, batch).detach().float(), n)
+        self.log(f"{stage}/loss", mean_loss, batch_size=n)
         metrics.update(*self.task.metric_inputs(outputs, batch))
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=n)
 

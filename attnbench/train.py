@@ -21,12 +21,17 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from hydra.types import RunMode
+from lightning_fabric.utilities.apply_func import apply_to_collection
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from pytorch_lightning.accelerators import CUDAAccelerator
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from attnbench import config, registry
 from attnbench.builders import build_backbone, check_positions, refuse_unservable, selected
 from attnbench.callbacks import Diverged, LogHistory, PlainProgress, StopOnDivergence
+from attnbench.data import batching
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
 from attnbench.task import Network
 from attnbench.validate import check_metric_name, check_run_config
@@ -39,6 +44,11 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 VERSIONED = ("attnbench", "torch", "pytorch-lightning", "hydra-core", "torchmetrics", "wandb")
+# Settings that change how a job is run, not what it computes: a finished job whose config
+# differs from this one only here is still done (skip_done), and its checkpoint resumes.
+VOLATILE_KEYS = ("ckpt_path", "skip_done")
+DONE = ("ok", "diverged")  # a failed job is run again
+CONFIG_KEY = "attnbench_config"  # the job's config, kept in its checkpoints
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -150,18 +160,134 @@ def _number(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
 
 
+def job_config(cfg: DictConfig) -> dict[str, Any]:
+    """What a job computes: its composed config (interpolations unresolved, so a moved
+    sweep directory still matches) without Hydra's node and the volatile keys."""
+    values = OmegaConf.to_container(cfg, resolve=False)
+    for key in ("hydra", *VOLATILE_KEYS):
+        values.pop(key, None)
+    return values
+
+
+def finished_summary(out_dir: Path, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's summary when it finished (ok or diverged) with this very config."""
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") in DONE and summary.get("config") == job:
+        return summary
+    return None
+
+
+def resumable_checkpoint(out_dir: Path, job: dict[str, Any]) -> str | None:
+    """The job's own ``checkpoints/last.ckpt`` when an interrupted run of this config left
+    one: a checkpoint of another config, or one cut short by a kill, starts afresh."""
+    path = out_dir / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True).get(CONFIG_KEY)
+    except Exception:  # a half-written file (killed while saving): train from the start
+        print(f"attnbench: {path} is unreadable; training from the start", file=sys.stderr)
+        return None
+    return str(path) if saved == job else None
+
+
+class RecordConfig(Callback):
+    """Keep the job's config in every checkpoint, so a re-run sweep knows which
+    checkpoint may be resumed."""
+
+    def __init__(self, job: dict[str, Any]):
+        self.job = job
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.job
+
+
+class RefuseUnshardedData(Callback):
+    """Under DDP each process must train on its own share of the data: a training loader
+    whose batch sampler does not shard itself (attnbench.data.batching) would have every
+    process repeat the whole epoch. Fail closed, with the fix."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "batch_sampler", None)
+        if trainer.world_size > 1 and not getattr(sampler, "shards_across_processes", False):
+            name = type(pl_module.task).__name__
+            raise registry.ConfigError(
+                f"the task {name} trains on data that cannot be split across "
+                f"{trainer.world_size} processes (its training DataLoader does not use "
+                "attnbench.data.batching's samplers); run it with trainer.devices=1"
+            )
+
+
+def ddp_children_run_this_job() -> None:
+    """Make Lightning's DDP re-launch (strategy=ddp starts ranks > 0 as
+    ``python <script> <sys.argv[1:]> hydra.run.dir=<hydra.run.dir>``) run this job.
+
+    In a multirun sys.argv holds the whole sweep (-m, comma lists) and hydra.run.dir is
+    not the job's directory, so each child would start a sweep of its own (the known
+    Hydra + DDP problem, Lightning issues #11300/#15689). The child gets this job's own
+    overrides and directory instead. We use strategy=ddp rather than ddp_spawn: ddp_spawn
+    pickles the task and its data into fresh processes for every fit/test/predict call
+    and loses the callbacks' state (throughput, log history) in the main process."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+def share_cpu_threads(trainer: pl.Trainer) -> None:
+    """CPU processes of one machine split its cores: each gets cores // processes torch
+    threads at most. Lightning does this only when OMP_NUM_THREADS is unset; with it set
+    (say to the core count), two processes run twice as many spinning OpenMP threads as
+    there are cores and every step waits on descheduled threads (task=image ran 26x slower
+    under DDP than alone)."""
+    if trainer.num_devices < 2 or isinstance(trainer.accelerator, CUDAAccelerator):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = max(1, (cores or 1) // trainer.num_devices)
+    if torch.get_num_threads() > share:
+        torch.set_num_threads(share)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit, validate and test one configuration; returns the summary (also on disk).
 
     A run that fails raises; one that diverges returns its summary with
-    ``"status": "diverged"`` and the reason."""
+    ``"status": "diverged"`` and the reason. With ``skip_done`` (the default) a job
+    whose directory holds the summary of a finished run of the same config returns that
+    summary without running, and one interrupted after a checkpoint resumes from it."""
     failed = True
+    argv, env = list(sys.argv), {k: os.environ.get(k) for k in DDP_ENV}
     try:
         summary = _run(cfg)
         failed = summary["status"] != "ok"
         return summary
     finally:
+        sys.argv = argv
+        end_ddp(env)
         finish_wandb(failed)
+
+
+# What Lightning's DDP launcher puts in the environment of the process that launched it.
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def end_ddp(env: dict[str, str | None]) -> None:
+    """Leave no process group and no launcher settings behind: the next job of a sweep
+    run in this process starts its own DDP processes (Lightning would otherwise reuse the
+    finished job's group, whose other processes have exited)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
@@ -175,6 +301,17 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = checked_checkpoint(cfg.ckpt_path)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; in-process callers may not
+    job = job_config(cfg)
+    skip_done = cfg.get("skip_done", True)
+    if not isinstance(skip_done, bool):
+        raise registry.ConfigError(f"skip_done={skip_done!r}: must be true or false")
+    if skip_done:
+        done = finished_summary(out_dir, job)
+        if done is not None:
+            print(f"attnbench: finished already, skipped (skip_done=true): {out_dir}")
+            return done
+        if ckpt_path is None:
+            ckpt_path = resumable_checkpoint(out_dir, job)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     task_name, task_params = plugins["task"]
@@ -206,6 +343,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             enable_version_counter=False,
         ),
         ReseedEachStep(cfg.seed),
+        RecordConfig(job),
+        RefuseUnshardedData(),
         StopOnDivergence(),
         LogHistory(),
         stats,
@@ -219,8 +358,15 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         logger=loggers or False,
         **({} if on_terminal else {"enable_progress_bar": False}),
     )
+    if rank_zero_only.rank != 0:  # one progress report and one result line, from rank 0
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of this process)
+    ddp_children_run_this_job()
+    share_cpu_threads(trainer)
+    batching.LOADER_OPTIONS["pin_memory"] = (
+        isinstance(trainer.accelerator, CUDAAccelerator) and torch.cuda.is_available()
+    )
     data = TaskData(task)
-    if ckpt_path:
+    if ckpt_path and trainer.is_global_zero:
         carry_log_history(Path(ckpt_path), out_dir)
     status, reason = "ok", None
     try:
@@ -230,8 +376,9 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         print(f"attnbench: {reason}", file=sys.stderr)
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
     # now: testing a checkpoint restores the callbacks' state (RunStats's) from it
+    samples = all_processes_sum(trainer, stats.samples)  # each process counts its share
     timing = {
-        "train_samples_per_s": stats.samples_per_second,
+        "train_samples_per_s": samples / stats.train_seconds if stats.train_seconds else None,
         "train_seconds": stats.train_seconds,
         "epoch_seconds": list(stats.epoch_seconds),
     }
@@ -245,8 +392,9 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             for result in tested:
                 metrics.update({k: _number(v) for k, v in result.items()})
         for split in dict.fromkeys((*task.unlabeled_splits, *task.prediction_splits)):
-            outputs = trainer.predict(model, dataloaders=task.dataloader(split))
-            predictions[split] = str(task.save_predictions(split, outputs, out_dir))
+            outputs = all_predictions(trainer, model, task.dataloader(split))
+            if trainer.is_global_zero:
+                predictions[split] = str(task.save_predictions(split, outputs, out_dir))
 
     summary = {
         "status": status,
@@ -266,9 +414,33 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "overrides": list(HydraConfig.get().overrides.task),
         "versions": versions(),
+        "config": job,
+        "world_size": trainer.world_size,
     }
-    write_json_atomic(out_dir / "summary.json", summary)
+    if trainer.is_global_zero:
+        write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def all_processes_sum(trainer: pl.Trainer, value: float) -> float:
+    if trainer.world_size == 1:
+        return value
+    total = torch.tensor(float(value), device=trainer.strategy.root_device)
+    return float(trainer.strategy.reduce(total, reduce_op="sum"))
+
+
+def all_predictions(trainer: pl.Trainer, model: pl.LightningModule, loader) -> list[Any]:
+    """The predict outputs of every batch, in single-process order, on rank 0. Under DDP
+    each process predicts every world-th batch (batching.shard_batches): gather them and
+    interleave them back."""
+    outputs = trainer.predict(model, dataloaders=loader)
+    world = trainer.world_size
+    if world == 1:
+        return outputs
+    mine = apply_to_collection(outputs, torch.Tensor, lambda t: t.cpu())
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, mine)
+    return [batch for shard in zip(*gathered, strict=True) for batch in shard]
 
 
 def one_line(e: BaseException) -> str:
@@ -280,6 +452,8 @@ def record_failure(reason: str) -> None:
     """Write why this job failed into its own directory, as a summary with status "failed"
     (reports list it). An earlier successful summary there is never overwritten: the
     failure then goes to failed.json beside it."""
+    if rank_zero_only.rank != 0:  # rank 0 records the job's outcome
+        return
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from torch.utils.data import DataLoader
 
 from attnbench import register
-from attnbench.data.batching import EpochShuffle
+from attnbench.data.batching import batched_loader
 from attnbench.data.images import (
     BatchDataset,
     identity_collate,
@@ -41,6 +41,27 @@ def patch_grid(rows: int, cols: int) -> Tensor:
     """(rows*cols, 2) long (row, col) of each patch, row-major."""
     r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
     return torch.stack([r.flatten(), c.flatten()], dim=-1)
+
+
+def training_subset(x: Tensor, y: Tensor, fraction: float) -> tuple[Tensor, Tensor]:
+    """A fixed class-stratified share of the training images (scikit-learn's split with a
+    fixed random_state: the same subset for every seed and model)."""
+    if fraction >= 1:
+        return x, y
+    from sklearn.model_selection import train_test_split
+
+    classes = int(y.unique().numel())
+    if round(fraction * len(y)) < classes:
+        raise ConfigError(
+            f"task.train_fraction={fraction} keeps {round(fraction * len(y))} of {len(y)} "
+            f"training images, fewer than the {classes} classes; raise it to at least "
+            f"{classes / len(y):.3g}"
+        )
+    keep, _ = train_test_split(
+        torch.arange(len(y)).numpy(), train_size=fraction, stratify=y.numpy(), random_state=0
+    )
+    keep = torch.from_numpy(keep).sort().values
+    return x[keep], y[keep]
 
 
 class PatchEmbedder(nn.Module):
@@ -117,6 +138,8 @@ class ImageClassification(ClassificationTask):
 
     task.shift > 0 augments training images by a random translation of up to that many
     pixels (per image, zero-filled), which small data sets such as digits need.
+    task.train_fraction < 1 trains on that share of the training images (a fixed subset,
+    stratified by class, the same for every seed and model); val and test stay whole.
     Mean pooling by default: it serves every backbone (a CNN or MLP leaves a CLS token as
     it is, so pooling=cls suits attention backbones only)."""
 
@@ -130,10 +153,16 @@ class ImageClassification(ClassificationTask):
         patch: int | None = None,
         pooling: str = "mean",
         shift: int = 0,
+        train_fraction: float = 1.0,
         batch_size: int = 64,
         num_workers: int = 0,
     ):
         super().__init__(data_dir)
+        if not 0 < train_fraction <= 1:
+            raise ConfigError(
+                f"task.train_fraction={train_fraction} must be in (0, 1], e.g. 0.1 for a tenth "
+                "of the training images"
+            )
         if dataset not in DATASETS:
             raise DataError(f"task.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
         if pooling not in POOLINGS:
@@ -144,6 +173,7 @@ class ImageClassification(ClassificationTask):
         if not isinstance(shift, int) or shift < 0:
             raise ConfigError(f"task.shift={shift} must be a number of pixels >= 0")
         self.dataset, self.patch, self.pooling, self.shift = dataset, patch, pooling, shift
+        self.train_fraction = train_fraction
         self.batch_size, self.num_workers = batch_size, num_workers
         self.classes = 10
         self.splits: dict[str, BatchDataset] = {}
@@ -169,23 +199,19 @@ class ImageClassification(ClassificationTask):
                 f"task.patch={self.patch} does not divide the {h}x{w} "
                 f"{self.dataset} images; pick a divisor of {h} and {w}"
             )
+        raw["train"] = training_subset(*raw["train"], self.train_fraction)
         # per-channel normalisation from the training images, in [0, 1] units
         train = raw["train"][0].float() / PIXEL_MAX[self.dataset]
         self.mean, self.std = train.mean((0, 2, 3)), train.std((0, 2, 3)).clamp(min=1e-6)
         self.splits = {s: BatchDataset(image=x, label=y) for s, (x, y) in raw.items()}
 
     def dataloader(self, split: str) -> DataLoader:
-        ds = self.splits[split]
-        order = (
-            EpochShuffle(len(ds), seed=torch.initial_seed())
-            if split == "train"
-            else SequentialSampler(ds)
-        )
-        return DataLoader(
-            ds,
-            batch_sampler=BatchSampler(order, self.batch_size, False),
-            collate_fn=identity_collate,
-            num_workers=self.num_workers,
+        return batched_loader(
+            self.splits[split],
+            self.batch_size,
+            split == "train",
+            identity_collate,
+            self.num_workers,
         )
 
     def build_embedder(self, d_model: int) -> PatchEmbedder:

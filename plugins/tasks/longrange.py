@@ -20,10 +20,10 @@ import random
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from torch.utils.data import DataLoader
 
 from attnbench import register
-from attnbench.data.batching import BucketBatchSampler, EpochShuffle
+from attnbench.data.batching import BucketBatchSampler, ShuffledBatchSampler, loader_options
 from attnbench.data.images import BatchDataset
 from attnbench.data.text import DataError, Vocab
 from attnbench.nn.ctx import Ctx
@@ -236,10 +236,9 @@ class LongRange(ClassificationTask):
                 ds.tensors["lengths"], self.batch_size, shuffle=split == "train", seed=seed
             )
         else:
-            order = EpochShuffle(len(ds), seed) if split == "train" else SequentialSampler(ds)
-            sampler = BatchSampler(order, self.batch_size, drop_last=False)
+            sampler = ShuffledBatchSampler(len(ds), self.batch_size, split == "train", seed)
         return DataLoader(
-            ds, batch_sampler=sampler, collate_fn=trim_collate, num_workers=self.num_workers
+            ds, batch_sampler=sampler, collate_fn=trim_collate, **loader_options(self.num_workers)
         )
 
     def build_embedder(self, d_model: int) -> nn.Module:

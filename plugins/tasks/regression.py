@@ -33,10 +33,10 @@ from typing import Annotated, Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from torch.utils.data import DataLoader
 
 from attnbench import register
-from attnbench.data.batching import EpochShuffle
+from attnbench.data.batching import batched_loader
 from attnbench.data.images import BatchDataset, identity_collate
 from attnbench.nn.attention import Attention
 from attnbench.nn.ctx import Ctx
@@ -185,14 +185,9 @@ class Regression(Task):
             )
 
     def dataloader(self, split: str) -> DataLoader:
-        ds = self.splits[split]
-        order = (
-            EpochShuffle(len(ds), torch.initial_seed())
-            if split == "train"
-            else SequentialSampler(ds)
+        return batched_loader(
+            self.splits[split], self.batch_size, split == "train", identity_collate
         )
-        sampler = BatchSampler(order, self.batch_size, drop_last=False)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=identity_collate)
 
     # -- model pieces
     def build_embedder(self, d_model: int) -> PointEmbedder:

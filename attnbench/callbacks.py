@@ -25,7 +25,11 @@ class StopOnDivergence(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss.detach()).all():
+        bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
+        # Under DDP every rank must stop together: a rank that raised alone would leave the
+        # others waiting in the next gradient all-reduce. One process: returns `bad` as is.
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+            loss = loss if bad else torch.tensor(float("nan"))  # a finite rank: another's NaN
             raise Diverged(
                 f"training diverged at epoch {trainer.current_epoch}, step "
                 f"{trainer.global_step}: loss {loss.detach().float().item()}; "

@@ -175,3 +175,24 @@ def test_ddp_jobs_of_a_multirun_each_run_their_own_job(tmp_path):
     assert sorted(p.name for p in sweep.iterdir()) == sorted(
         [*(j.name for j in jobs), "multirun.yaml"]
     )
+
+
+def test_every_rank_stops_when_one_diverges():
+    """Rank 1's loss is finite but rank 0's is NaN: rank 1 must stop too (alone, rank 0's
+    exception would leave it waiting in the next gradient all-reduce)."""
+    from types import SimpleNamespace
+
+    from attnbench.callbacks import Diverged, StopOnDivergence
+
+    def trainer(some_rank_bad: bool):
+        decide = lambda bad, all=True: bad or some_rank_bad  # noqa: E731 - the all-reduce
+        return SimpleNamespace(
+            strategy=SimpleNamespace(reduce_boolean_decision=decide),
+            current_epoch=0,
+            global_step=7,
+        )
+
+    finite = {"loss": torch.tensor(0.5)}
+    StopOnDivergence().on_train_batch_end(trainer(False), None, finite, None, 0)  # no one: goes on
+    with pytest.raises(Diverged, match="step 7"):
+        StopOnDivergence().on_train_batch_end(trainer(True), None, finite, None, 0)

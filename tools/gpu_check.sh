@@ -65,10 +65,11 @@ step() {  # step NAME LIMIT_S CMD...: run CMD with the smaller of LIMIT_S and wh
 # (as /work/.library/device/README.md installs carried wheels) keeps torch and adds ours.
 SITE="$WORK/site"
 export PY SITE CARRY ROOT  # for the install's own shell (timeout runs commands, not functions)
-step install 120 bash -c '"$PY" -m pip install -q --no-index --no-deps --no-compile \
-  --no-cache-dir --target "$SITE" "$CARRY"/wheels/*.whl && "$PY" -m pip install -q \
-  --no-index --no-deps --no-build-isolation --no-cache-dir --target "$SITE" "$ROOT"' ||
-  { echo "install failed"; exit 1; }
+step install 120 bash -c 'pip=("$PY" -m pip install -q --no-index --no-deps --no-compile
+  --no-cache-dir --target "$SITE"); "${pip[@]}" "$CARRY"/wheels/*.whl || exit 1
+  "${pip[@]}" --no-build-isolation "$ROOT" && exit 0
+  echo "building the checkout failed; installing the wheel tools/gpu_prepare.sh built"
+  "${pip[@]}" --upgrade "$CARRY"/project/*.whl' || { echo "install failed"; exit 1; }
 export PYTHONPATH="$SITE"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 cd "$WORK" || exit 1  # not the checkout: `python -m` would import its source tree first

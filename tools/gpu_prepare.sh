@@ -16,12 +16,15 @@ SHARED_DATA="${SHARED_DATA:-$ROOT/../shared/data}"
 MISSING=(hydra-core omegaconf antlr4-python3-runtime)
 
 rm -rf "$CARRY"
-mkdir -p "$CARRY/wheels" "$CARRY/data"
+mkdir -p "$CARRY/wheels" "$CARRY/project" "$CARRY/data"
 for pkg in "${MISSING[@]}"; do
   version="$("$PY" -c "from importlib.metadata import version; print(version('$pkg'))")"
   # pip wheel: the registry's wheel, or one built from the sdist (antlr4 ships no wheel)
   "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$CARRY/wheels" "$pkg==$version"
 done
+# attnbench itself, as of now: gpu_check.sh installs the checkout it is sent with, and falls
+# back to this wheel only if that build fails there (e.g. an older setuptools)
+"$PY" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$CARRY/project" "$ROOT"
 for task in sentiment pos; do  # the presets gpu_check.sh times
   if [ -d "$SHARED_DATA/$task" ]; then
     cp -r "$SHARED_DATA/$task" "$CARRY/data/"
@@ -29,5 +32,5 @@ for task in sentiment pos; do  # the presets gpu_check.sh times
     echo "gpu_prepare: no $SHARED_DATA/$task; gpu_check.sh will skip that preset" >&2
   fi
 done
-ls "$CARRY/wheels"
+ls "$CARRY/wheels" "$CARRY/project"
 du -sh "$CARRY"

@@ -198,11 +198,6 @@ def test_a_rerun_uses_the_same_job_directories(tiny, tmp_path):
     assert first == again and len(first) == 2
 
 
-@pytest.mark.xfail(
-    reason="needs skip_done=true in attnbench/train.py (another helper is adding it): a job "
-    "whose summary.json matches its config is skipped",
-    strict=False,
-)
 def test_a_rerun_skips_finished_jobs(tiny, tmp_path):
     tiny()
     ok = next(

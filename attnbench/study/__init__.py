@@ -12,6 +12,7 @@ from attnbench.study.base import (
     Sweep,
     Verdict,
     beats,
+    checked,
     stat_of,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "Sweep",
     "Verdict",
     "beats",
+    "checked",
     "stat_of",
 ]

@@ -50,6 +50,10 @@ class Stat:
         """The std, 0 where a single seed gives none (so rules stay defined)."""
         return 0.0 if math.isnan(self.std) else self.std
 
+    def text(self) -> str:
+        """``mean ± std (n=...)`` with four decimals: a Stat among a verdict's numbers."""
+        return f"{self.mean:.4f} ± {self.spread():.4f} (n={self.n})"
+
 
 MISSING = Stat(math.nan, math.nan, 0)
 
@@ -121,6 +125,16 @@ class Verdict:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
+
+
+def checked(checks: dict[str, bool], numbers: dict[str, Any], refuted: bool) -> Verdict:
+    """The verdict of a rule made of named checks: supported when every check holds,
+    refuted when ``refuted`` (the rule's own condition), mixed otherwise. The checks join
+    the numbers; the summary names those that held and those that failed."""
+    said = "held: " + (", ".join(k for k, ok in checks.items() if ok) or "none")
+    said += "; failed: " + (", ".join(k for k, ok in checks.items() if not ok) or "none")
+    verdict = "supported" if all(checks.values()) else "refuted" if refuted else "mixed"
+    return Verdict(verdict, {**numbers, **checks}, said)
 
 
 class Study:

@@ -8,6 +8,8 @@ collate function pads them; per-token labels are padded with -100.
 
 from __future__ import annotations
 
+import json
+import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,13 @@ from attnbench.analysis.loading import LoadedRun, load_run
 
 def load(run_dir: Path) -> LoadedRun:
     return load_run(run_dir)
+
+
+def epoch_seconds(run_dir: Path) -> float:
+    """The run's median training epoch in seconds (summary.json's epoch_seconds, validation
+    left out): one epoch slowed by other work on a shared machine does not move it."""
+    times = json.loads((run_dir / "summary.json").read_text()).get("epoch_seconds") or []
+    return statistics.median(times) if times else float("nan")
 
 
 @torch.no_grad()

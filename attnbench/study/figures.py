@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from attnbench.analysis.plot import STYLE, report_figure, varying
-from attnbench.study.base import Results
+from attnbench.study.base import Results, is_rate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,13 +40,13 @@ def bar_grid(results: Results, metrics: Sequence[str], percent: bool) -> Figure 
     sweeps = list(dict.fromkeys(r["sweep"] for r in results.rows if r["metric"] in metrics))
     if not sweeps:
         return None
-    scale = 100.0 if percent else 1.0
     with matplotlib.rc_context(STYLE):
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(4.2 * len(sweeps), 3.2 * len(metrics)))
         grid = fig.subplots(len(metrics), len(sweeps), squeeze=False)
         for i, metric in enumerate(metrics):
+            scale = 100.0 if percent and is_rate(metric) else 1.0  # times stay in seconds
             for ax, sweep in zip(grid[i], sweeps):
                 mine = [r for r in results.rows if r["sweep"] == sweep and r["metric"] == metric]
                 if mine:

@@ -7,7 +7,8 @@ the MLP drops only the transformer's model.heads.
 
 Budget: 3 variants × 3 seeds. On this project's shared 2-core CPU at one thread a dot run
 took 1,041 s, a graph run 42 s and an MLP run well under a minute, so the full study takes
-about 56 min (dot: 52 of them); on a GPU, minutes.
+about 56 min (dot: 52 of them); under heavier load (an 11 s dot epoch was measured with
+eight other processes running) up to ~90 min. On a GPU, minutes.
 """
 
 from __future__ import annotations

@@ -14,27 +14,38 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="attnbench list", description="List plugins with their parameters and source."
     )
-    parser.add_argument("kind", nargs="?", help=f"one of: {', '.join(registry.KINDS)}")
+    kinds = list(registry.ALL_KINDS)
+    parser.add_argument("kind", nargs="?", help=f"one of: {', '.join(kinds)}")
     parser.add_argument("pattern", nargs="?", default="*", help="glob on names, e.g. 'dot*'")
     args = parser.parse_args(argv)
-    if args.kind and args.kind not in registry.KINDS:
+    if args.kind and args.kind not in kinds:
         raise registry.UnknownPluginError(
-            f"unknown plugin kind {args.kind!r}; "
-            f"{registry.suggest(args.kind, list(registry.KINDS))}"
+            f"unknown plugin kind {args.kind!r}; {registry.suggest(args.kind, kinds)}"
         )
 
     with warnings.catch_warnings():  # broken plugins are shown in the table instead
         warnings.simplefilter("ignore")
-        found = registry.plugins(args.kind)
+        found = [
+            p for kind in ([args.kind] if args.kind else kinds) for p in registry.plugins(kind)
+        ]
         broken = registry.broken()
     rows = []
     for p in found:
         if fnmatch.fnmatch(p.name, args.pattern):
-            text = ", ".join(_describe(spec) for spec in param_specs(p) if not spec.supplied)
-            text = text or "-"
+            text = _claim(p) if p.kind == "study" else _parameters(p)
             rows.append((p.kind, p.name, text, p.source))
     rows += [("broken", b.module, b.error, b.source) for b in broken]
     _print(rows)
+
+
+def _parameters(plugin) -> str:
+    return ", ".join(_describe(s) for s in param_specs(plugin) if not s.supplied) or "-"
+
+
+def _claim(study) -> str:
+    """A study takes no parameters; its claim says what it checks (`attnbench study NAME`)."""
+    claim = study.cls.claim
+    return claim if len(claim) <= 90 else claim[:87].rstrip() + "..."
 
 
 def _describe(spec) -> str:

@@ -350,3 +350,11 @@ def test_complexity_slope_is_the_log_log_exponent():
 def test_a_verdict_must_be_one_of_the_four():
     with pytest.raises(ValueError, match="supported"):
         Verdict("probably", {})
+
+
+def test_list_shows_studies_with_their_claim():
+    listed = cli("list", "study")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[1]: line for line in listed.stdout.splitlines() if line.strip()}
+    assert "positions" in rows and "permutation-equivariant" in rows["positions"]
+    assert all(line.split()[0] == "study" for line in rows.values())

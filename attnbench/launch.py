@@ -1,4 +1,5 @@
-"""Jobs side by side: each job of a parallel sweep uses its share of the cores.
+"""What a job needs to know about the sweep it runs in (config resolvers): its share of the
+cores, and the wandb group and name that keep a sweep's jobs apart.
 
 Torch starts one intra-op thread per core in every process, so two joblib workers on a
 2-core machine would run four threads on two cores and each go slower than one alone. The

@@ -72,6 +72,7 @@ class OptunaSweeper(Sweeper):
 
         require("optuna", "hydra/sweeper=optuna")
         import optuna
+        from omegaconf import OmegaConf
 
         if self.n_trials < 1 or self.n_jobs == 0:
             raise registry.ConfigError(
@@ -87,8 +88,6 @@ class OptunaSweeper(Sweeper):
         metric, direction = self._metric_and_direction(fixed)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        from omegaconf import OmegaConf
-
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = f"sqlite:///{(sweep_dir / self.storage_file).resolve()}"
@@ -106,14 +105,12 @@ class OptunaSweeper(Sweeper):
         returns = []
         # Trials a crash left running: rerun in their own job directories (same numbers).
         stale = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-        for trial in stale:
-            params = {k: v for k, v in trial.params.items()}
-            returns += self._launch(study, [(trial.number, params)], fixed, space)
-        while len(study.trials) < self.n_trials:
-            count = min(self._batch_size(), self.n_trials - len(study.trials))
+        returns += self._launch(study, [(t.number, t.params) for t in stale], fixed)
+        while (started := _started(study)) < self.n_trials:
+            count = min(self._batch_size(), self.n_trials - started)
             asked = [study.ask(space) for _ in range(count)]
             batch = [(trial.number, trial.params) for trial in asked]
-            returns += self._launch(study, batch, fixed, space)
+            returns += self._launch(study, batch, fixed)
         self._report_best(study, fixed, metric, sweep_dir)
         return returns
 
@@ -184,7 +181,7 @@ class OptunaSweeper(Sweeper):
                 "in a new hydra.sweep.dir"
             )
 
-    def _launch(self, study, batch, fixed, space) -> list[Any]:
+    def _launch(self, study, batch, fixed) -> list[Any]:
         """Run trials (number, params) whose numbers are consecutive as one launcher batch,
         so each job's directory is <trial number>_<overrides>; tell Optuna each outcome."""
         returns = []
@@ -244,6 +241,13 @@ def _consecutive(batch: list[tuple[int, dict]]) -> list[list[tuple[int, dict]]]:
         else:
             groups.append([item])
     return groups
+
+
+def _started(study: Any) -> int:
+    """Trials run or running; enqueued ones (WAITING) are still to be asked for."""
+    from optuna.trial import TrialState
+
+    return sum(t.state != TrialState.WAITING for t in study.trials)
 
 
 def _failed() -> Any:

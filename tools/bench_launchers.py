@@ -1,10 +1,12 @@
 """Wall time of one sweep under Hydra's basic launcher and under joblib (n_jobs=2).
 
-    python tools/bench_launchers.py [--jobs 6] [--epochs 3] [--n-jobs 2] [--out DIR]
+    python tools/bench_launchers.py [--jobs 6] [--epochs 1] [--n-jobs 2] [--out DIR]
 
 Runs the same ``fast`` sweep (experiment=sentiment_quick, one job per seed) twice as a user
 would, through the ``attnbench`` command, and prints both wall times and their ratio
-(joblib / basic; issue #16 asks for <= 0.6 on a 2-core CPU). Each sweep must end with an ok
+(joblib / basic; issue #16 asks for <= 0.6 on a 2-core CPU). A third sweep, basic with
+threads=1, tells how much of the gain is the parallelism and how much the pinning of torch's
+threads (joblib's jobs run with cores // n_jobs threads). Each sweep must end with an ok
 summary.json per job, else the script fails: a fast failure is no speed-up. Needs
 ``pip install 'attnbench[launchers]'``.
 """
@@ -55,7 +57,7 @@ def timed_sweep(name: str, extra: list[str], args: argparse.Namespace, root: Pat
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=2, help="joblib workers")
     parser.add_argument("--out", type=Path, help="keep the sweeps here (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -69,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
             args,
             root,
         )
+        single = timed_sweep("basic_threads1", ["threads=1"], args, root)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         print(f"ratio joblib/basic: {joblib / basic:.2f} (target <= 0.6)")
+        print(f"ratio joblib/basic with threads=1: {joblib / single:.2f}")
     finally:
         if args.out is None:
             shutil.rmtree(root, ignore_errors=True)

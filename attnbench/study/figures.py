@@ -75,3 +75,17 @@ def _bars(ax: Any, rows: list[dict[str, Any]], scale: float) -> None:
 
 def _nan(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def stat_line(ax: Any, points: dict[float, Any], scale: float, x_scale: float = 1.0, **style):
+    """One line of ``Stat`` means with ± std error bars along x (a study's curve against a
+    length or a data fraction); ``style`` goes to matplotlib (color, label)."""
+    xs = sorted(points)
+    ax.errorbar(
+        [x * x_scale for x in xs],
+        [points[x].mean * scale for x in xs],
+        yerr=[points[x].spread() * scale for x in xs],
+        marker="o",
+        capsize=3,
+        **style,
+    )

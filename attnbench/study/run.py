@@ -54,7 +54,15 @@ def sweep_overrides(
     for item in user:
         chosen[override_key(item)] = item
     quoted = str(sweep_dir).replace("\\", "\\\\").replace("'", "\\'")
-    return [*chosen.values(), f"hydra.sweep.dir='{quoted}'"]
+    # job folders named by what varies only: every fixed override in the name can pass the
+    # 255-byte file-name limit (conf/config.yaml's own exclusions kept)
+    fixed = [k for k in map(override_key, sweep.overrides) if k not in sweep.axes]
+    hidden = ",".join(dict.fromkeys(["seed", "ckpt_path", "trainer.max_epochs", *fixed]))
+    return [
+        *chosen.values(),
+        f"hydra.job.config.override_dirname.exclude_keys=[{hidden}]",
+        f"hydra.sweep.dir='{quoted}'",
+    ]
 
 
 def cuda_available() -> bool:

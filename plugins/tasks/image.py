@@ -50,10 +50,10 @@ def training_subset(x: Tensor, y: Tensor, fraction: float) -> tuple[Tensor, Tens
         return x, y
     from sklearn.model_selection import train_test_split
 
-    classes = int(y.unique().numel())
-    if round(fraction * len(y)) < classes:
+    classes, kept = int(y.unique().numel()), int(fraction * len(y))  # scikit-learn floors
+    if kept < classes:
         raise ConfigError(
-            f"task.train_fraction={fraction} keeps {round(fraction * len(y))} of {len(y)} "
+            f"task.train_fraction={fraction} keeps {kept} of {len(y)} "
             f"training images, fewer than the {classes} classes; raise it to at least "
             f"{classes / len(y):.3g}"
         )

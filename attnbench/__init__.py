@@ -26,7 +26,7 @@ _LAZY = {
     "Task": "attnbench.task",
     "ClassificationTask": "attnbench.task",
     "Ctx": "attnbench.nn.ctx",
-    "Study": "attnbench.study.base",
+    "Study": "attnbench.study.plugin",
     "Sweep": "attnbench.study.base",
     "Verdict": "attnbench.study.base",
 }

@@ -71,7 +71,7 @@ BASES = {
     "posenc": "attnbench.nn.posenc:PositionalEncoding",
     "model": "attnbench.nn.backbone:Backbone",
     "task": "attnbench.task:Task",
-    "study": "attnbench.study.base:Study",
+    "study": "attnbench.study.plugin:Study",
 }
 
 

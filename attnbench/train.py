@@ -323,7 +323,10 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         from attnbench.param_match import match_widths
 
         plugins = match_widths(plugins, task, **OmegaConf.to_container(cfg.match_params))
-    model = LitModel(task, build_backbone(plugins, task), OmegaConf.to_container(cfg.optim))
+    backbone = build_backbone(plugins, task)
+    if cfg.get("compile"):
+        backbone.compile()  # in place: the state_dict keeps its keys, checkpoints load anywhere
+    model = LitModel(task, backbone, OmegaConf.to_container(cfg.optim))
     if ckpt_path:
         check_checkpoint_fits(ckpt_path, model)
     check_metric_name(cfg.optimized_metric, task)

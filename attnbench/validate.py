@@ -301,6 +301,9 @@ def check_run_config(cfg: Any) -> None:
     check_optim(OmegaConf.to_container(cfg.optim, resolve=True))
     check_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
     check_callbacks(values.get("callbacks"))
+    for flag in ("skip_done", "compile"):
+        if not isinstance(values.get(flag, False), bool):
+            _fail(flag, values.get(flag), "true or false")
     if cfg.optimized_metric is not None and not isinstance(cfg.optimized_metric, str):
         _fail("optimized_metric", cfg.optimized_metric, "a metric name such as val/acc, or null")
 

@@ -8,13 +8,13 @@ from attnbench.study.base import (
     VERDICTS,
     Results,
     Stat,
-    Study,
     Sweep,
     Verdict,
     beats,
     checked,
     stat_of,
 )
+from attnbench.study.plugin import Study
 
 __all__ = [
     "MISSING",

@@ -20,7 +20,8 @@ from typing import Any
 
 from attnbench.registry import AttnbenchError
 from attnbench.report import Run, aggregate, collect
-from attnbench.study.base import Results, Study, Sweep
+from attnbench.study.base import Results, Sweep
+from attnbench.study.plugin import Study
 
 EXTRA_FILE = "study_metrics.json"  # a run's cached run_metrics(), beside its summary.json
 

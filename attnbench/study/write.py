@@ -14,8 +14,9 @@ from typing import Any
 
 from attnbench.analysis.plot import save, svg_bytes
 from attnbench.report import collect, fmt, markdown
-from attnbench.study.base import Results, Study, Verdict, is_rate
+from attnbench.study.base import Results, Verdict, is_rate
 from attnbench.study.figures import fields_of
+from attnbench.study.plugin import Study
 
 FIGURE = "figure"  # figure.png and figure.svg
 

@@ -145,7 +145,8 @@ def test_readme_command_runs(line, clone_root):
         (clone_root / name).write_text(text)
     words = shlex.split(line, comments=True)
     trains = not any(
-        w in ("list", "check", "bench", "report", "plot", "maps", "--help", "--cfg") for w in words
+        w in ("list", "check", "bench", "report", "plot", "maps", "study", "--help", "--cfg")
+        for w in words
     )
     if "bench" in words:
         pytest.skip("benchmarks run on demand")

@@ -190,6 +190,27 @@ def test_a_failed_job_never_stops_the_study_and_the_report_lists_it(tiny, tmp_pa
     assert "## Jobs that did not finish ok" in report and "max_len" in report
 
 
+def test_only_this_calls_jobs_count_not_an_earlier_calls_leftovers(tiny, tmp_path):
+    """Two seeds first, then one: the second call's table holds one seed (the seed-2 job
+    folders of the first call are still there and must not be pooled in)."""
+    tiny("--seeds", "2")
+    first = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [(r["n"], r["seeds"]) for r in first["rows"]] == [(2, [1, 2])]
+    tiny()
+    again = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [(r["n"], r["seeds"]) for r in again["rows"]] == [(1, [1])]
+    assert len(again["failed"]) == 1  # the max_len=2 job of this call only
+
+
+def test_a_refused_override_on_a_rerun_stops_the_study(tiny, tmp_path):
+    tiny()
+    before = (tmp_path / "o" / "results.json").read_text()
+    refused = tiny("model=cnnn")
+    assert refused.returncode == 2
+    assert "did you mean 'cnn'" in refused.stderr
+    assert (tmp_path / "o" / "results.json").read_text() == before  # no verdict from old runs
+
+
 def test_a_rerun_uses_the_same_job_directories(tiny, tmp_path):
     tiny()
     first = sorted(p.relative_to(tmp_path) for p in (tmp_path / "o" / "runs").rglob(".hydra"))

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,13 +108,30 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
-def sweep_results(study: Study, sweep: Sweep, sweep_dir: Path) -> Results:
-    """The rows of one sweep's ok runs (summary metrics plus run_metrics) and its failures."""
+def jobs_since(sweep_dir: Path, started: float) -> set[Path]:
+    """The job directories a multirun started at ``started`` ran (or skipped as done): Hydra
+    rewrites each job's .hydra/ when the job starts. Folders of earlier calls with other
+    seeds, --quick or other overrides keep older ones and stay out of this call's numbers."""
+    return {
+        f.parent.parent.resolve()
+        for f in sweep_dir.rglob(".hydra/overrides.yaml")
+        if f.stat().st_mtime >= started - 1.0  # file systems round mtimes
+    }
+
+
+def sweep_results(
+    study: Study, sweep: Sweep, sweep_dir: Path, jobs: set[Path] | None = None
+) -> Results:
+    """The rows of one sweep's ok runs (summary metrics plus run_metrics) and its failures;
+    only the runs in ``jobs`` (this call's job directories) when given."""
     failed: list[dict[str, str]] = []
     try:
         found = collect([sweep_dir])
     except AttnbenchError as e:  # the sweep wrote no job at all
         return Results([], [{"status": "missing", "run": str(sweep_dir), "reason": str(e)}])
+    if jobs is not None:
+        found.runs = [r for r in found.runs if r.path.parent.resolve() in jobs]
+        found.missing = [m for m in found.missing if (sweep_dir / m[1]).resolve() in jobs]
     for status, directory, reason in found.left_out():
         failed.append({"status": status, "run": f"{sweep.name}/{directory}", "reason": reason})
     ok = found.ok
@@ -156,15 +174,17 @@ def run_study(study: Study, out: Path, quick: bool, seeds: int | None, user: lis
     for sweep in sweeps:
         sweep_dir = out / "runs" / sweep.name
         args = sweep_overrides(sweep, list(range(1, n_seeds + 1)), user, gpu, sweep_dir)
+        started = time.time()
         status = run_sweep(args, sweep_dir)
         outcome.commands.append(["attnbench", "-m", *args])
-        if status == 2 and not any(sweep_dir.rglob(".hydra")):
+        jobs = jobs_since(sweep_dir, started) if sweep_dir.is_dir() else set()
+        if status == 2 and not jobs:
             # refused before any job ran: a bad override, which every sweep would repeat
             raise AttnbenchError(
                 f"sweep {sweep.name!r} was refused before any job ran (exit 2, see the "
                 "error above); fix the override it names"
             )
-        found = sweep_results(study, sweep, sweep_dir)
+        found = sweep_results(study, sweep, sweep_dir, jobs)
         outcome.results.rows += found.rows
         outcome.results.failed += found.failed
     outcome.run_seconds = run_seconds(out / "runs")

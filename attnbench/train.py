@@ -222,6 +222,27 @@ class RefuseUnshardedData(Callback):
             )
 
 
+CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def child_argv(argv: list[str], job_overrides: list[str]) -> list[str]:
+    """A DDP child's command line for one job of a multirun: the primary config the sweep
+    was started with (``--config-dir D --config-name best``), the job's own overrides, and
+    ``hydra.mode=RUN`` (a preset such as hparams_search sets MULTIRUN: the child would
+    start a search of its own instead of joining this job)."""
+    flags, i = [], 1
+    while i < len(argv):
+        word = argv[i]
+        if word in CONFIG_FLAGS and i + 1 < len(argv):
+            flags += argv[i : i + 2]
+            i += 2
+            continue
+        if "=" in word and word.split("=", 1)[0] in CONFIG_FLAGS:
+            flags.append(word)
+        i += 1
+    return [argv[0], *flags, *job_overrides, "hydra.mode=RUN"]
+
+
 def ddp_children_run_this_job() -> None:
     """Make Lightning's DDP re-launch (strategy=ddp starts ranks > 0 as
     ``python <script> <sys.argv[1:]> hydra.run.dir=<hydra.run.dir>``) run this job.
@@ -235,7 +256,7 @@ def ddp_children_run_this_job() -> None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    sys.argv = child_argv(sys.argv, list(hydra_cfg.overrides.task))
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
@@ -344,6 +365,9 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             filename="last",
             save_top_k=1,
             enable_version_counter=False,
+            # at epoch ends only: Lightning resumes a mid-epoch checkpoint (validation every
+            # N steps) by replaying the epoch's first batches, so a resumed run would differ
+            save_on_train_epoch_end=True,
         ),
         ReseedEachStep(cfg.seed),
         RecordConfig(job),

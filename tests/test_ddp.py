@@ -196,3 +196,36 @@ def test_every_rank_stops_when_one_diverges():
     StopOnDivergence().on_train_batch_end(trainer(False), None, finite, None, 0)  # no one: goes on
     with pytest.raises(Diverged, match="step 7"):
         StopOnDivergence().on_train_batch_end(trainer(True), None, finite, None, 0)
+
+
+def test_a_ddp_child_keeps_the_primary_config_and_runs_one_job():
+    from attnbench.train import child_argv
+
+    argv = ["attnbench", "-m", "--config-dir", "sweep", "-cn=best", "trainer=ddp_cpu", "seed=1,2"]
+    child = child_argv(argv, ["trainer=ddp_cpu", "seed=2"])
+    assert child == [
+        "attnbench",
+        "--config-dir",
+        "sweep",
+        "-cn=best",
+        "trainer=ddp_cpu",
+        "seed=2",
+        "hydra.mode=RUN",
+    ]
+
+
+def test_a_ddp_child_of_a_search_composes_one_run_not_a_search():
+    """hparams_search presets set hydra.mode=MULTIRUN; the child's hydra.mode=RUN wins."""
+    from hydra import compose, initialize_config_module
+    from hydra.types import RunMode
+
+    from attnbench.config import register_resolvers, store_plugins
+    from attnbench.train import child_argv
+
+    store_plugins()
+    register_resolvers()
+    overrides = child_argv(["attnbench"], ["hparams_search=transformer", "optim.lr=0.001"])[1:]
+    with initialize_config_module("attnbench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.mode == RunMode.RUN
+    assert cfg.optim.lr == 0.001

@@ -117,3 +117,24 @@ def test_finished_jobs_skip_failed_and_changed_ones_run(tmp_path):
     stamp = summary_file.stat().st_mtime_ns
     _quick(tmp_path, "seed=5", "skip_done=false")
     assert summary_file.stat().st_mtime_ns != stamp  # skip_done=false runs it anyway
+
+
+def test_last_checkpoint_is_taken_at_an_epoch_end_only(tmp_path):
+    """Validation every 2 steps of a 5-step epoch: a checkpoint after the step-4 validation
+    would resume by replaying the epoch's first batches; last.ckpt must hold step 5."""
+    import torch
+
+    run = tmp_path / "run"
+    done = cli(
+        "experiment=sentiment_quick",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=5",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "+trainer.val_check_interval=2",
+        "logger=none",
+        f"hydra.run.dir={run}",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 5

@@ -85,7 +85,7 @@ class OptunaSweeper(Sweeper):
                 "the search has nothing to search over; give hydra.sweeper.params or a sweep "
                 "such as optim.lr=tag(log,interval(1e-4,1e-2))"
             )
-        metric, direction = self._metric_and_direction(fixed)
+        metric, direction = self._metric_and_direction(fixed, space)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -133,9 +133,19 @@ class OptunaSweeper(Sweeper):
                 fixed[key] = override.input_line
         return list(fixed.values()), space
 
-    def _metric_and_direction(self, fixed: list[str]) -> tuple[str, str]:
-        metric = self.config.get("optimized_metric")
-        task = registry.get("task", self.config.task._name_).cls
+    def _metric_and_direction(self, fixed: list[str], space: dict[str, Any]) -> tuple[str, str]:
+        """The metric every trial returns and its direction; a preset's fixed
+        ``params: {optimized_metric: val/loss}`` or ``task=...`` counts, as the trials see it."""
+        swept = [key for key in ("optimized_metric", "task") if key in space]
+        if swept:
+            raise registry.ConfigError(
+                f"a search cannot sweep {swept[0]}: one study optimises one metric of one "
+                f"task; run one search per {swept[0]}"
+            )
+        given = {k.lstrip("+~"): v for k, _, v in (line.partition("=") for line in fixed)}
+        metric = given.get("optimized_metric") or self.config.get("optimized_metric")
+        metric = None if metric in (None, "null") else metric
+        task = registry.get("task", given.get("task") or self.config.task._name_).cls
         monitor = getattr(task, "monitor", None)
         metric = metric or monitor
         if metric is None:

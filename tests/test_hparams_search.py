@@ -124,3 +124,20 @@ def test_a_loss_is_minimised_and_another_search_in_the_same_dir_is_refused(tmp_p
     [line] = other.stderr.strip().splitlines()
     assert "holds a study with other settings" in line and "fixed" in line
     assert len(_study(tmp_path).trials) == 1
+
+
+def test_a_metric_fixed_in_the_search_params_sets_the_direction(tmp_path):
+    """optimized_metric given in hydra.sweeper.params (as a preset would) is what the trials
+    return: the study minimises it, though the composed config's own metric is val/acc."""
+    result = _search(
+        tmp_path, "hydra.sweeper.n_trials=1", "+hydra.sweeper.params.optimized_metric=val/loss"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _study(tmp_path).direction == optuna.study.StudyDirection.MINIMIZE
+
+
+def test_sweeping_the_metric_is_refused_in_one_line(tmp_path):
+    result = _search(tmp_path, "hydra.sweeper.n_trials=1", "optimized_metric=val/acc,val/loss")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "cannot sweep optimized_metric" in line

@@ -232,8 +232,8 @@ class Target:
         return " and ".join([*parts, *([f">= {self.min:g}"] if self.min is not None else [])])
 
     def verdict(self, value: float) -> str:
-        if math.isnan(value):
-            return "n/a"
+        if math.isnan(value):  # a variant that failed, ran out of memory or was skipped
+            return "FAIL (not measured)"
         ok = self.max is None or (value < self.max if self.strict else value <= self.max)
         ok = ok and (self.min is None or value >= self.min)
         return "PASS" if ok else "FAIL"

@@ -733,3 +733,10 @@ def test_the_core_names_no_plugin():
         if hits:
             found[rel] = hits
     assert not found, f"the core names plugins (line, function, name): {found}"
+
+
+def test_a_target_whose_variant_was_not_measured_fails():
+    """Out of memory, failed or skipped: a number that is missing has not met its target."""
+    target = bench.Target(max=1.5)
+    assert target.verdict(float("nan")).startswith("FAIL")
+    assert target.verdict(1.2) == "PASS" and target.verdict(1.6) == "FAIL"

@@ -166,7 +166,10 @@ def test_train_fraction_is_a_fixed_stratified_subset():
     assert len(part.splits["test"]) == len(full.splits["test"])  # evaluation stays whole
 
 
-@pytest.mark.parametrize("fraction, words", [(0.0, "(0, 1]"), (1.5, "(0, 1]"), (0.001, "classes")])
+@pytest.mark.parametrize(
+    "fraction, words",
+    [(0.0, "(0, 1]"), (1.5, "(0, 1]"), (0.001, "classes"), (0.998, "task.train_fraction=1")],
+)
 def test_a_bad_train_fraction_is_refused_with_the_fix(fraction, words):
     with pytest.raises(ConfigError, match="task.train_fraction") as e:
         task = registry.build(

@@ -57,6 +57,12 @@ def training_subset(x: Tensor, y: Tensor, fraction: float) -> tuple[Tensor, Tens
             f"training images, fewer than the {classes} classes; raise it to at least "
             f"{classes / len(y):.3g}"
         )
+    if len(y) - kept < classes:  # the stratified split needs a class's worth left out too
+        raise ConfigError(
+            f"task.train_fraction={fraction} leaves {len(y) - kept} of {len(y)} training "
+            f"images out, fewer than the {classes} classes a stratified subset needs; use "
+            f"task.train_fraction=1 for all of them or at most {1 - classes / len(y):.3g}"
+        )
     keep, _ = train_test_split(
         torch.arange(len(y)).numpy(), train_size=fraction, stratify=y.numpy(), random_state=0
     )

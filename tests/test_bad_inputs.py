@@ -578,7 +578,7 @@ def test_broken_plugins_do_not_break_list_or_help(verb, plugin_dir):
     assert not re.search(r"^attnbench: error:", result.stderr, re.M), result.stderr
     if verb == ["list"]:
         kinds = {line.split()[0] for line in result.stdout.splitlines()}
-        assert kinds == {"attention", "posenc", "model", "task", "broken"}, result.stdout
+        assert kinds == {"attention", "posenc", "model", "task", "study", "broken"}, result.stdout
         broken = {
             Path(line.split()[1]).name: line
             for line in result.stdout.splitlines()

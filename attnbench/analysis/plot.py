@@ -299,13 +299,9 @@ def report_figure(
     return fig
 
 
-def bars(rows: list[dict[str, Any]], group: list[str], ylabel: str, scale: float) -> Figure:
-    labelled = varying(rows, group) or group
-    labels = [
-        "\n".join(str(r.get(k)) for k in labelled) + f"\n(n={r['n']})" for r in rows
-    ]  # fields that are the same for every row would only repeat
-    fig, (ax,) = new_figure(max(4.0, 0.9 * len(rows) + 1.5), 3.8)
-    errors = [0.0 if math.isnan(r["std"]) else r["std"] * scale for r in rows]
+def draw_bars(ax: Any, rows: list[dict[str, Any]], labels: list[str], scale: float, fontsize=7):
+    """One bar per row: its mean with ± std error bars (none where a single seed gives no std)."""
+    errors = [0.0 if r["std"] is None or math.isnan(r["std"]) else r["std"] * scale for r in rows]
     ax.bar(
         range(len(rows)),
         [r["mean"] * scale for r in rows],
@@ -313,7 +309,17 @@ def bars(rows: list[dict[str, Any]], group: list[str], ylabel: str, scale: float
         capsize=4,
         color=[f"C{i % 10}" for i in range(len(rows))],
     )
-    ax.set_xticks(range(len(rows)), labels, fontsize=7 if len(rows) > 8 else 8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=fontsize)
+    ax.grid(axis="x", visible=False)
+
+
+def bars(rows: list[dict[str, Any]], group: list[str], ylabel: str, scale: float) -> Figure:
+    labelled = varying(rows, group) or group
+    labels = [
+        "\n".join(str(r.get(k)) for k in labelled) + f"\n(n={r['n']})" for r in rows
+    ]  # fields that are the same for every row would only repeat
+    fig, (ax,) = new_figure(max(4.0, 0.9 * len(rows) + 1.5), 3.8)
+    draw_bars(ax, rows, labels, scale, fontsize=7 if len(rows) > 8 else 8)
     ax.set_xlabel(" / ".join(labelled))
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel}: mean ± std over seeds")

@@ -3,11 +3,10 @@ Figure objects without pyplot state, saved as PNG + SVG by ``plot.save``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from attnbench.analysis.plot import STYLE, report_figure, varying
+from attnbench.analysis.plot import STYLE, draw_bars, report_figure, varying
 from attnbench.study.base import Results, is_rate
 
 if TYPE_CHECKING:
@@ -61,20 +60,7 @@ def bar_grid(results: Results, metrics: Sequence[str], percent: bool) -> Figure 
 def _bars(ax: Any, rows: list[dict[str, Any]], scale: float) -> None:
     labelled = varying(rows, fields_of(rows[0])) or fields_of(rows[0])
     labels = ["\n".join(str(r.get(k)) for k in labelled) for r in rows]
-    errors = [0.0 if _nan(r["std"]) else r["std"] * scale for r in rows]
-    ax.bar(
-        range(len(rows)),
-        [r["mean"] * scale for r in rows],
-        yerr=errors,
-        capsize=4,
-        color=[f"C{i % 10}" for i in range(len(rows))],
-    )
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.grid(axis="x", visible=False)
-
-
-def _nan(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    draw_bars(ax, rows, labels, scale)
 
 
 def stat_line(ax: Any, points: dict[float, Any], scale: float, x_scale: float = 1.0, **style):

@@ -54,3 +54,27 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real data sets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+STUDY_OUTPUTS = ("report.md", "results.json", "figure.png", "figure.svg", "report.html")
+
+
+def quick_study(request, tmp_path_factory) -> tuple[str, Path, subprocess.CompletedProcess]:
+    """Body of each study test file's module-scoped ``quick`` fixture: ``attnbench study NAME
+    --quick`` (NAME = the fixture's param) into a fresh directory, one thread."""
+    out = tmp_path_factory.mktemp(request.param)
+    done = cli(
+        "study",
+        request.param,
+        "--quick",
+        "--out",
+        str(out),
+        env={"OMP_NUM_THREADS": "1"},
+        timeout=900,
+    )
+    return request.param, out, done
+
+
+def assert_study_outputs(out: Path) -> None:
+    for file in STUDY_OUTPUTS:
+        assert (out / file).is_file() and (out / file).stat().st_size > 0, file

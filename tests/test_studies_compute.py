@@ -8,13 +8,12 @@ import json
 import math
 
 import pytest
-from conftest import cli
+from conftest import assert_study_outputs, cli, quick_study
 
 from attnbench import registry
 from attnbench.study import VERDICTS, Results, stat_of
 
 OURS = ("parallelism", "heads_and_scores", "graph", "speech_window")
-OUTPUTS = ("report.md", "results.json", "figure.png", "figure.svg", "report.html")
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
@@ -310,16 +309,13 @@ def test_speech_window_best_window_and_its_speedup():
 
 @pytest.fixture(scope="module", params=OURS)
 def quick(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param)
-    done = cli("study", request.param, "--quick", "--out", str(out), env=ENV, timeout=900)
-    return request.param, out, done
+    return quick_study(request, tmp_path_factory)
 
 
 def test_each_study_runs_quick_and_writes_its_report(quick):
     name, out, done = quick
     assert done.returncode == 0, done.stderr[-2000:]
-    for file in OUTPUTS:
-        assert (out / file).is_file() and (out / file).stat().st_size > 0, file
+    assert_study_outputs(out)
     data = json.loads((out / "results.json").read_text())
     assert data["verdict"] in VERDICTS and data["quick"] is True
     assert data["rows"] and all(math.isfinite(r["mean"]) for r in data["rows"])

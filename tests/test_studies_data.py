@@ -10,7 +10,7 @@ import math
 import sys
 
 import pytest
-from conftest import cli
+from conftest import assert_study_outputs, cli, quick_study
 
 from attnbench import registry
 from attnbench.registry import ConfigError
@@ -233,16 +233,13 @@ def test_window_distance_of_a_3x3_kernel_on_the_4x4_grid():
 
 @pytest.fixture(scope="module", params=STUDIES)
 def quick(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param)
-    done = cli("study", request.param, "--quick", "--out", str(out), env=ENV, timeout=900)
-    return request.param, out, done
+    return quick_study(request, tmp_path_factory)
 
 
 def test_each_study_runs_quick_and_writes_its_report(quick):
     name, out, done = quick
     assert done.returncode == 0, done.stderr[-2000:]
-    for file in ("report.md", "results.json", "figure.png", "figure.svg", "report.html"):
-        assert (out / file).is_file() and (out / file).stat().st_size > 0, file
+    assert_study_outputs(out)
     data = json.loads((out / "results.json").read_text())
     assert data["verdict"] in VERDICTS and data["quick"] is True and not data["failed"]
     report = (out / "report.md").read_text()

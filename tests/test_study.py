@@ -12,14 +12,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import assert_study_outputs, cli, quick_study
 
 from attnbench import registry
 from attnbench.study import VERDICTS, Results, Sweep, Verdict, beats, stat_of
 from attnbench.study.run import sweep_overrides
 
 BUILT_IN = ("complexity", "context", "positions")
-OUTPUTS = ("report.md", "results.json", "figure.png", "figure.svg", "report.html")
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
@@ -93,16 +92,13 @@ def test_user_overrides_replace_the_sweeps_own_and_launchers_pass_through():
 
 @pytest.fixture(scope="module", params=BUILT_IN)
 def quick(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param)
-    done = cli("study", request.param, "--quick", "--out", str(out), env=ENV, timeout=900)
-    return request.param, out, done
+    return quick_study(request, tmp_path_factory)
 
 
 def test_every_study_runs_quick_and_writes_its_report(quick):
     name, out, done = quick
     assert done.returncode == 0, done.stderr[-2000:]
-    for file in OUTPUTS:
-        assert (out / file).is_file() and (out / file).stat().st_size > 0, file
+    assert_study_outputs(out)
     assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "results.json").read_text())
     assert data["verdict"] in VERDICTS and data["quick"] is True

@@ -196,6 +196,7 @@ def test_only_this_calls_jobs_count_not_an_earlier_calls_leftovers(tiny, tmp_pat
     again = json.loads((tmp_path / "o" / "results.json").read_text())
     assert [(r["n"], r["seeds"]) for r in again["rows"]] == [(1, [1])]
     assert len(again["failed"]) == 1  # the max_len=2 job of this call only
+    assert 0 < again["run_seconds"] < first["run_seconds"]  # the seed-2 jobs' time left out
 
 
 def test_a_refused_override_on_a_rerun_stops_the_study(tiny, tmp_path):

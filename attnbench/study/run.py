@@ -31,7 +31,7 @@ EXTRA_FILE = "study_metrics.json"  # a run's cached run_metrics(), beside its su
 class Outcome:
     results: Results
     commands: list[list[str]] = field(default_factory=list)  # the multirun commands run
-    run_seconds: float = 0.0  # the runs' own wall time, summed (earlier calls' included)
+    run_seconds: float = 0.0  # this call's jobs' own wall time, summed
 
 
 def override_key(override: str) -> str:
@@ -170,7 +170,7 @@ def run_study(study: Study, out: Path, quick: bool, seeds: int | None, user: lis
             f"study {getattr(study, 'plugin_name', study)!r} declares no sweep and measures "
             "nothing; its sweeps() or measure() must return something"
         )
-    outcome = Outcome(Results([]))
+    outcome, counted = Outcome(Results([])), set()
     for sweep in sweeps:
         sweep_dir = out / "runs" / sweep.name
         args = sweep_overrides(sweep, list(range(1, n_seeds + 1)), user, gpu, sweep_dir)
@@ -185,15 +185,18 @@ def run_study(study: Study, out: Path, quick: bool, seeds: int | None, user: lis
                 "error above); fix the override it names"
             )
         found = sweep_results(study, sweep, sweep_dir, jobs)
+        counted |= jobs
         outcome.results.rows += found.rows
         outcome.results.failed += found.failed
-    outcome.run_seconds = run_seconds(out / "runs")
+    outcome.run_seconds = run_seconds(counted)
     return outcome
 
 
-def run_seconds(runs_dir: Path) -> float:
+def run_seconds(jobs: set[Path]) -> float:
+    """The wall time of this call's jobs, each as recorded by the call that ran it (a job
+    skipped as done keeps its time; an earlier call's other jobs are not counted)."""
     total = 0.0
-    for path in runs_dir.rglob("summary.json"):
+    for path in (job / "summary.json" for job in jobs):
         try:
             total += float(json.loads(path.read_text()).get("wall_seconds") or 0.0)
         except (OSError, ValueError, TypeError):

@@ -14,8 +14,6 @@ from attnbench.testing import assert_conforms, check_task, failed, main
 # Small data where a task has a size knob (the checker reads one batch per split).
 SMALL = {
     "image": {"batch_size": 8},
-    # the checker's stand-in backbone has no attention layer for the task to pool with
-    "regression": {"pooling": "average"},
     "speech": {"synthetic_takes": 11, "batch_size": 8},
     "longrange": {"train_size": 64, "eval_size": 32, "length": 32},
     "pos": {"batch_size": 8},
@@ -41,6 +39,12 @@ def test_every_builtin_task_conforms(name):
     assert not [c for c in checks.values() if c.status == "skip"]
     for prop, expected in zip(("ctx_edges", "ctx_grid", "ctx_padding"), CTX[name]):
         assert checks[prop].detail.startswith(expected), checks[prop]
+
+
+def test_regression_conforms_with_average_pooling_too():
+    # at its defaults it pools with the stand-in backbone's attention layer (needs_attention)
+    checks = assert_conforms("task", "regression", pooling="average")
+    assert next(c for c in checks if c.name == "metrics").detail.startswith("mse ")
 
 
 def test_listops_pads_and_conforms():

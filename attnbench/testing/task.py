@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnbench.nn.attention import Attention
 from attnbench.nn.ctx import Ctx
 from attnbench.task import Network, Task
 from attnbench.testing._core import (
@@ -32,12 +33,25 @@ from attnbench.testing._properties import subclasses
 SPLITS = ("train", "val", "test")
 
 
-class _Identity(nn.Module):
-    """A backbone stand-in that changes nothing, so a task's pieces are checked alone."""
+class _SoftmaxAttention(Attention):
+    """Plain softmax(q k^T / sqrt(d)) v without parameters, for tasks that pool with the
+    model's attention layer (Task.needs_attention): the stand-in backbone must own one."""
 
-    def __init__(self, d_model: int):
+    supports_cross = True
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, ctx=None, need_weights=False):
+        w = torch.softmax(q @ k.transpose(1, 2) / self.d_model**0.5, dim=-1)  # (B, Nq, Nk)
+        return w @ v, (w.unsqueeze(1) if need_weights else None)  # (B, Nq, d), (B, 1, Nq, Nk)
+
+
+class _Identity(nn.Module):
+    """A backbone stand-in that changes nothing, so a task's pieces are checked alone; it
+    holds one attention layer when the task pools with the model's (needs_attention)."""
+
+    def __init__(self, d_model: int, attention: bool = False):
         super().__init__()
         self.d_model = d_model
+        self.attention = _SoftmaxAttention(d_model, 1) if attention else None
 
     def forward(self, x: Tensor, ctx: Ctx) -> Tensor:
         return x
@@ -118,7 +132,11 @@ def _task_properties(cls: type, task: Task) -> list[Property]:
     def net() -> Network:
         if "net" not in state:
             torch.manual_seed(SEED)
-            state["net"] = Network(task.build_embedder(D), _Identity(D), task.build_head(D))
+            state["net"] = Network(
+                task.build_embedder(D),
+                _Identity(D, attention=bool(getattr(task, "needs_attention", False))),
+                task.build_head(D),
+            )
         return state["net"]
 
     def embedder() -> str:

@@ -91,4 +91,30 @@ def job_name() -> str | None:
     return name or None
 
 
-RESOLVERS = {"job_threads": job_threads, "sweep_group": sweep_group, "job_name": job_name}
+# One folder name holds at most 255 bytes; leave room for the "<job num>_" prefix.
+MAX_DIRNAME_BYTES = 200
+
+
+def job_dirname(overrides: str) -> str:
+    """``${attnbench.job_dirname:${hydra.job.override_dirname}}``: a job's overrides as one
+    folder name. Hydra uses them verbatim, so ``task.data_dir=/data/x`` would nest folders and
+    a long sweep would exceed the file system's 255 bytes: '/' becomes '_', and a name over
+    MAX_DIRNAME_BYTES is cut, ending in a hash of the whole. The job number in front keeps
+    names unique within a sweep either way."""
+    import hashlib
+
+    name = str(overrides or "").replace("/", "_")
+    encoded = name.encode()
+    if len(encoded) <= MAX_DIRNAME_BYTES:
+        return name
+    digest = hashlib.sha1(encoded).hexdigest()[:10]
+    head = encoded[: MAX_DIRNAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{head}-{digest}"
+
+
+RESOLVERS = {
+    "job_threads": job_threads,
+    "sweep_group": sweep_group,
+    "job_name": job_name,
+    "job_dirname": job_dirname,
+}

@@ -13,7 +13,7 @@ from conftest import REPO, cli
 from hydra.experimental.callback import Callback
 
 from attnbench import registry
-from attnbench.launch import apply_threads, threads_for
+from attnbench.launch import MAX_DIRNAME_BYTES, apply_threads, job_dirname, threads_for
 
 FAST = [
     "model.d_model=16",
@@ -194,3 +194,24 @@ def test_loggers_under_a_sweep_one_wandb_run_per_job_and_one_tensorboard_logdir(
     assert sorted(shown) == [f"{job.name}/tensorboard" for job in jobs]
     for run in shown:
         assert "val/acc" in tensorboard.GetAccumulator(run).Tags()["scalars"]
+
+
+def test_job_folder_names_stay_one_folder_and_within_the_file_system_limit():
+    assert job_dirname("a=1,b=x") == "a=1,b=x"  # short names unchanged
+    assert job_dirname("data_dir=/data/x") == "data_dir=_data_x"  # no nested folders
+    long = ",".join(f"model.option_{i}=é{i}" for i in range(40))
+    cut = job_dirname(long)
+    assert len(cut.encode()) <= MAX_DIRNAME_BYTES and long.startswith(cut[:100])
+    assert cut != job_dirname(long + "1")  # the hash of the whole tells them apart
+
+
+def test_a_sweep_with_long_overrides_runs_in_one_folder_per_job(tmp_path):
+    data = tmp_path / "data" / "built-in"
+    overrides = [*FAST, f"data_dir={data}", "optim.lr=0.001", "optim.weight_decay=0.02"]
+    assert len(",".join(overrides).encode()) > 255  # Hydra's verbatim name would not fit
+    sweep = tmp_path / "sweep"
+    result = cli("-m", "seed=1,2", "logger=none", *overrides, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(p.parent.name for p in sweep.glob("*/summary.json"))
+    assert [n[:2] for n in names] == ["0_", "1_"]
+    assert all(len(n.encode()) <= 255 for n in names)

@@ -106,15 +106,18 @@ class TaskData(pl.LightningDataModule):
 
 
 class ReseedEachStep(Callback):
-    """Make each step's randomness (dropout) a pure function of (seed, step), so a run
+    """Make each step's randomness (dropout) a pure function of (seed, step, rank), so a run
     resumed from a checkpoint matches the uninterrupted run exactly, whatever RNG draws
-    Lightning or the data loader make in between."""
+    Lightning or the data loader make in between. Under DDP each rank draws its own masks
+    (rank 0 the same as a single process): one shared mask pattern would correlate the
+    ranks' gradient noise."""
 
     def __init__(self, seed: int):
         self.seed = seed
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
-        torch.manual_seed(self.seed * 1_000_003 + trainer.global_step)
+        step_seed = self.seed * 1_000_003 + trainer.global_step
+        torch.manual_seed(step_seed + trainer.global_rank * 1_000_000_007)
 
 
 class RunStats(Callback):

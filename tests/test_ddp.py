@@ -229,3 +229,18 @@ def test_a_ddp_child_of_a_search_composes_one_run_not_a_search():
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.mode == RunMode.RUN
     assert cfg.optim.lr == 0.001
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_a_resume_draws_the_same():
+    from types import SimpleNamespace
+
+    from attnbench.lit import ReseedEachStep
+
+    def masks(rank: int, step: int) -> torch.Tensor:
+        trainer = SimpleNamespace(global_step=step, global_rank=rank)
+        ReseedEachStep(seed=3).on_train_batch_start(trainer, None, None, 0)
+        return torch.nn.functional.dropout(torch.ones(64), p=0.5)
+
+    assert not torch.equal(masks(rank=0, step=5), masks(rank=1, step=5))
+    assert torch.equal(masks(rank=1, step=5), masks(rank=1, step=5))
+    assert not torch.equal(masks(rank=0, step=5), masks(rank=0, step=6))

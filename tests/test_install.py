@@ -8,6 +8,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import zipfile
 
 from conftest import REPO
 
@@ -22,6 +23,16 @@ def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     )
     assert build.returncode == 0, build.stderr[-3000:]
     [wheel] = wheels.glob("attnbench-*.whl")
+    # every module of the source tree ships (pyproject lists the packages one by one)
+    source = {
+        f"attnbench/{p.relative_to(REPO / 'attnbench')}" for p in (REPO / "attnbench").rglob("*.py")
+    }
+    source |= {
+        f"attnbench/plugins/{p.relative_to(REPO / 'plugins')}"
+        for p in (REPO / "plugins").rglob("*.py")
+    }
+    missing = source - set(zipfile.ZipFile(wheel).namelist())
+    assert not missing, f"pyproject.toml's packages leave out {sorted(missing)[:5]}"
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

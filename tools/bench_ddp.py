@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/bench_ddp.py                      # image/digits, 2 processes
     .venv/bin/python tools/bench_ddp.py --processes 2 --epochs 3 -- model.d_model=256
+    .venv/bin/python tools/bench_ddp.py --preset "task=longrange model=rnn"
 
 One process trains with batch B, once with every core as torch threads (attnbench's
 default) and once with cores // N threads (the share one DDP process gets); DDP runs N
@@ -24,8 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from core_ceiling import ceiling  # tools/, beside this script
+
 ATTNBENCH = str(Path(sys.executable).with_name("attnbench"))
-PRESET = ["task=image", "task.dataset=digits", "model=transformer", "logger=none"]
+PRESET = "task=image task.dataset=digits model=transformer"
 
 
 def load() -> str:
@@ -55,10 +58,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64, help="global batch")
+    parser.add_argument("--preset", default=PRESET, help=f"the run (default: {PRESET})")
     parser.add_argument("overrides", nargs="*", help="more attnbench overrides")
     args = parser.parse_args(argv)
-    common = [*PRESET, f"trainer.max_epochs={args.epochs}", *args.overrides]
-    print(f"cores: {len(os.sched_getaffinity(0))}, {load()}")
+    preset = [*args.preset.split(), "logger=none"]
+    common = [*preset, f"trainer.max_epochs={args.epochs}", *args.overrides]
+    print(f"cores: {len(os.sched_getaffinity(0))}, {load()}; {' '.join(common)}")
+    n = args.processes
+    print(
+        f"machine ceiling: {n} one-thread processes do {ceiling(n):.2f}x the work of one",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         single = [*common, "trainer=cpu", f"task.batch_size={args.batch_size}"]
         one = train(single, Path(tmp, "one"))

@@ -1,9 +1,10 @@
 """Wall time of one sweep under Hydra's basic launcher and under joblib (n_jobs=2).
 
     python tools/bench_launchers.py [--jobs 6] [--epochs 1] [--n-jobs 2] [--out DIR]
+    python tools/bench_launchers.py --epochs 8 --preset "experiment=sentiment_quick model=rnn"
 
-Runs the same ``fast`` sweep (experiment=sentiment_quick, one job per seed) twice as a user
-would, through the ``attnbench`` command, and prints both wall times and their ratio
+Runs the same ``fast`` sweep (default experiment=sentiment_quick, one job per seed) twice as
+a user would, through the ``attnbench`` command, and prints both wall times and their ratio
 (joblib / basic; issue #16 asks for <= 0.6 on a 2-core CPU). A third sweep, basic with
 threads=1, tells how much of the gain is the parallelism and how much the pinning of torch's
 threads (joblib's jobs run with cores // n_jobs threads). Each sweep must end with an ok
@@ -23,14 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from core_ceiling import ceiling  # tools/, beside this script
 
-def sweep_command(jobs: int, epochs: int, sweep_dir: Path) -> list[str]:
+PRESET = "experiment=sentiment_quick"
+
+
+def sweep_command(jobs: int, epochs: int, sweep_dir: Path, preset: str = PRESET) -> list[str]:
     exe = Path(sys.executable).with_name("attnbench")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "attnbench"]
     return [
         *command,
         "-m",
-        "experiment=sentiment_quick",
+        *preset.split(),
         f"seed={','.join(str(s) for s in range(1, jobs + 1))}",
         f"trainer.max_epochs={epochs}",
         "logger=none",
@@ -40,7 +45,7 @@ def sweep_command(jobs: int, epochs: int, sweep_dir: Path) -> list[str]:
 
 def timed_sweep(name: str, extra: list[str], args: argparse.Namespace, root: Path) -> float:
     sweep_dir = root / name
-    command = sweep_command(args.jobs, args.epochs, sweep_dir) + extra
+    command = sweep_command(args.jobs, args.epochs, sweep_dir, args.preset) + extra
     print(f"+ {' '.join(command)}", flush=True)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -59,11 +64,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=2, help="joblib workers")
+    parser.add_argument("--preset", default=PRESET, help=f"the jobs' run (default: {PRESET})")
     parser.add_argument("--out", type=Path, help="keep the sweeps here (default: a temp dir)")
     args = parser.parse_args(argv)
     root = args.out or Path(tempfile.mkdtemp(prefix="bench_launchers_"))
     try:
         print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}", flush=True)
+        n = args.n_jobs
+        print(
+            f"machine ceiling: {n} one-thread processes do {ceiling(n):.2f}x the work of one",
+            flush=True,
+        )
         basic = timed_sweep("basic", [], args, root)
         joblib = timed_sweep(
             f"joblib{args.n_jobs}",

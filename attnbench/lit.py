@@ -119,6 +119,12 @@ class ReseedEachStep(Callback):
         step_seed = self.seed * 1_000_003 + trainer.global_step
         torch.manual_seed(step_seed + trainer.global_rank * 1_000_000_007)
 
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx):
+        # Back to the run's seed, the same on every rank: samplers take torch.initial_seed()
+        # as the seed of their shuffle, and one built between steps (a loader reloaded at an
+        # epoch's end) must shuffle alike on all ranks or the DDP shards overlap.
+        torch.manual_seed(self.seed)
+
 
 class RunStats(Callback):
     """Training throughput and per-epoch time, with validation time taken out."""

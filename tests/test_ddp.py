@@ -231,16 +231,23 @@ def test_a_ddp_child_of_a_search_composes_one_run_not_a_search():
     assert cfg.optim.lr == 0.001
 
 
-def test_each_rank_draws_its_own_dropout_masks_and_a_resume_draws_the_same():
+def test_each_rank_draws_its_own_dropout_masks_but_shuffles_alike_between_steps():
     from types import SimpleNamespace
 
+    from attnbench.data.batching import batched_loader
     from attnbench.lit import ReseedEachStep
 
-    def masks(rank: int, step: int) -> torch.Tensor:
-        trainer = SimpleNamespace(global_step=step, global_rank=rank)
-        ReseedEachStep(seed=3).on_train_batch_start(trainer, None, None, 0)
-        return torch.nn.functional.dropout(torch.ones(64), p=0.5)
+    def step(rank: int, step: int) -> tuple[torch.Tensor, list]:
+        trainer, reseed = SimpleNamespace(global_step=step, global_rank=rank), ReseedEachStep(3)
+        reseed.on_train_batch_start(trainer, None, None, 0)
+        masks = torch.nn.functional.dropout(torch.ones(64), p=0.5)
+        reseed.on_train_batch_end(trainer, None, None, None, 0)
+        # a loader built between steps (reloaded at an epoch's end) sees the same seed
+        loader = batched_loader(list(range(40)), 8, train=True, collate_fn=None)
+        return masks, list(loader.batch_sampler)
 
-    assert not torch.equal(masks(rank=0, step=5), masks(rank=1, step=5))
-    assert torch.equal(masks(rank=1, step=5), masks(rank=1, step=5))
-    assert not torch.equal(masks(rank=0, step=5), masks(rank=0, step=6))
+    (masks0, order0), (masks1, order1) = step(rank=0, step=5), step(rank=1, step=5)
+    assert not torch.equal(masks0, masks1)
+    assert order0 == order1 and order0 != [list(range(i, i + 8)) for i in range(0, 40, 8)]
+    assert torch.equal(step(rank=1, step=5)[0], masks1)  # a pure function of (seed, step, rank)
+    assert not torch.equal(step(rank=0, step=6)[0], masks0)

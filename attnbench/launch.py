@@ -8,6 +8,7 @@ the launcher that runs it, and the job applies it before it builds anything."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -85,30 +86,31 @@ def sweep_group() -> str | None:
 
 def job_name() -> str | None:
     """``${attnbench.job_name:}``: the job's overrides (hydra.job.override_dirname), so
-    wandb names each job of a sweep by what it varied; null when there are none."""
+    wandb names each job of a sweep by what it varied, as its folder does; null when there
+    are none."""
     hydra = _hydra()
     name = hydra.job.get("override_dirname") if hydra is not None else None
+    if name and _in_multirun(hydra):
+        return job_dirname(hydra.job.num, name).split("_", 1)[1]
     return name or None
 
 
-# One folder name holds at most 255 bytes; leave room for the "<job num>_" prefix.
-MAX_DIRNAME_BYTES = 200
+MAX_NAME_BYTES = 255  # one folder name, on the common file systems
 
 
-def job_dirname(overrides: str) -> str:
-    """``${attnbench.job_dirname:${hydra.job.override_dirname}}``: a job's overrides as one
-    folder name. Hydra uses them verbatim, so ``task.data_dir=/data/x`` would nest folders and
-    a long sweep would exceed the file system's 255 bytes: '/' becomes '_', and a name over
-    MAX_DIRNAME_BYTES is cut, ending in a hash of the whole. The job number in front keeps
-    names unique within a sweep either way."""
-    import hashlib
-
+def job_dirname(num: Any, overrides: str) -> str:
+    """``${attnbench.job_dirname:${hydra.job.num},${hydra.job.override_dirname}}``: a sweep
+    job's folder, ``<num>_<overrides>``. Hydra uses the overrides verbatim, so
+    ``task.data_dir=/data/x`` would nest folders (and the job's summary.json would not be
+    found) and a long sweep would exceed the file system's 255 bytes: '/' becomes '_', and a
+    name over 255 bytes is cut, ending in a hash of the whole (the number keeps it unique)."""
     name = str(overrides or "").replace("/", "_")
-    encoded = name.encode()
-    if len(encoded) <= MAX_DIRNAME_BYTES:
-        return name
-    digest = hashlib.sha1(encoded).hexdigest()[:10]
-    head = encoded[: MAX_DIRNAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    folder = f"{num}_{name}"
+    encoded = folder.encode()
+    if len(encoded) <= MAX_NAME_BYTES:
+        return folder
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    head = encoded[: MAX_NAME_BYTES - len(digest) - 1].decode(errors="ignore")
     return f"{head}-{digest}"
 
 

@@ -13,7 +13,7 @@ from conftest import REPO, cli
 from hydra.experimental.callback import Callback
 
 from attnbench import registry
-from attnbench.launch import MAX_DIRNAME_BYTES, apply_threads, job_dirname, threads_for
+from attnbench.launch import MAX_NAME_BYTES, apply_threads, job_dirname, threads_for
 
 FAST = [
     "model.d_model=16",
@@ -197,12 +197,14 @@ def test_loggers_under_a_sweep_one_wandb_run_per_job_and_one_tensorboard_logdir(
 
 
 def test_job_folder_names_stay_one_folder_and_within_the_file_system_limit():
-    assert job_dirname("a=1,b=x") == "a=1,b=x"  # short names unchanged
-    assert job_dirname("data_dir=/data/x") == "data_dir=_data_x"  # no nested folders
+    assert job_dirname(3, "a=1,b=x") == "3_a=1,b=x"  # short names unchanged
+    assert job_dirname(0, "data_dir=/data/x") == "0_data_dir=_data_x"  # no nested folders
+    fits = "x=" + "a" * (MAX_NAME_BYTES - 4)
+    assert job_dirname(12, fits[:-1]) == f"12_{fits[:-1]}"  # 255 bytes: as Hydra names it
     long = ",".join(f"model.option_{i}=é{i}" for i in range(40))
-    cut = job_dirname(long)
-    assert len(cut.encode()) <= MAX_DIRNAME_BYTES and long.startswith(cut[:100])
-    assert cut != job_dirname(long + "1")  # the hash of the whole tells them apart
+    cut = job_dirname(7, long)
+    assert len(cut.encode()) <= MAX_NAME_BYTES and f"7_{long}".startswith(cut[:200])
+    assert cut != job_dirname(7, long + "1")  # the hash of the whole tells them apart
 
 
 def test_a_sweep_with_long_overrides_runs_in_one_folder_per_job(tmp_path):

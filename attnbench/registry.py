@@ -60,6 +60,12 @@ class ConfigError(AttnbenchError, ValueError):
     """A parameter value a plugin cannot work with."""
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one short line (its type and first line) for a table or a log."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
 class PluginContractError(AttnbenchError, TypeError):
     """A registered class that does not subclass its kind's base class."""
 

@@ -4,8 +4,10 @@ references (refs.py), then runs the config's probes and reports the config's rat
 
 Each variant runs its sizes in turn (run_variant); one that fails or takes longer than
 ``--time-limit`` gets a row saying so and its larger sizes are skipped. How a pass is timed
-and its memory measured: measure.py; its useful FLOPs: flops.py; the config: config.py; the
-table and the files written: report.py; the options: cli.py.
+and its memory measured: timing.py; its useful FLOPs: flops.py; building a variant:
+variants.py; the config: config.py; rows, comparisons and targets: results.py; the table and
+the files written: report.py; the options: cli.py; the CPU process settings
+(--mem-limit-gb, --malloc): cpu_process.py.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from attnbench.bench.cli import DEFAULT_SIZES, parser
 from attnbench.bench.config import (
     BenchConfig,
     Probe,
-    _one_line,
     default_config,
     load_config,
     parse_param,
@@ -30,10 +31,10 @@ from attnbench.bench.config import (
 )
 from attnbench.bench.cpu_process import _limit_memory, keep_freed_memory
 from attnbench.bench.flops import DEVICE_PEAKS, WORK, device_peak, train_flops, visited_pairs
-from attnbench.bench.measure import DTYPES, cpu_peak_bytes, measure, peak_bytes
 from attnbench.bench.refs import REFERENCES, DenseRef, GraphDenseRef, ProjRef, SdpaRef, random_edges
 from attnbench.bench.report import BESIDE, print_table, write_outputs
 from attnbench.bench.results import AT, FIELDS, Comparison, Row, Target, ratios
+from attnbench.bench.timing import DTYPES, cpu_peak_bytes, measure, peak_bytes
 from attnbench.bench.variants import build_variant, compiled, needs_edges, variant_work
 
 # What attnbench.bench offered as one module; tests patch build_variant, measure and
@@ -107,7 +108,7 @@ def run_variant(name: str, args: argparse.Namespace, device: torch.device) -> li
             if row.note:
                 stop = f"N={n} was over --time-limit={args.time_limit:g}s"
         except Exception as e:  # a failing variant gets a row saying why; the rest go on
-            row.status, row.note = "failed", _one_line(e)
+            row.status, row.note = "failed", registry.one_line(e)
             stop = f"failed at N={n}"
         finally:
             module = edges = None
@@ -145,7 +146,7 @@ def run_probe(probe: Probe, args: argparse.Namespace, device: torch.device) -> d
         ms, mb, _ = measure(module, n, setting, edges, device)
         return {key: mb, f"{probe.variant} fwd+bwd ms {tag}": ms}
     except Exception as e:
-        print(f"{probe.variant} probe failed: {_one_line(e)}", file=sys.stderr)
+        print(f"{probe.variant} probe failed: {registry.one_line(e)}", file=sys.stderr)
         return {key: math.nan}
 
 

@@ -8,14 +8,15 @@ from pathlib import Path
 import torch
 
 from attnbench.bench.config import parse_param
-from attnbench.bench.measure import DTYPES
+from attnbench.bench.timing import DTYPES
 
 DEFAULT_SIZES = (256, 1024, 4096, 8192)
 
 # What --help prints above the options
 DESCRIPTION = (
     "Micro-benchmarks: ``attnbench bench attention`` times forward+backward and measures peak\n"
-    "memory of every registered attention variant over sequence lengths, next to two baselines:"
+    "memory of every registered attention variant over sequence lengths, next to the\n"
+    "references proj_ref, sdpa_ref, dense_ref and graph_dense_ref."
 )
 
 

@@ -154,7 +154,9 @@ def load_config(path: Path | Traversable | None = None) -> BenchConfig:
     except OSError as e:
         raise ConfigError(f"bench config {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"bench config {path} is not valid YAML: {_one_line(e)}") from None
+        raise ConfigError(
+            f"bench config {path} is not valid YAML: {registry.one_line(e)}"
+        ) from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(
@@ -218,8 +220,3 @@ def variant_params(
         params[name][key] = value
         _check_params(name, params[name], f"--param {name}.{key}")
     return {v: kv for v, kv in params.items() if kv}
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:140] if text else ''}"

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnbench.registry import ConfigError
+from attnbench.registry import ConfigError, one_line
 
 try:
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
@@ -169,17 +169,12 @@ def attend(
         except Exception as e:
             if kernel == "flex":
                 raise
-            _BROKEN[q.device.type] = f"torch.compile of FlexAttention failed ({_one_line(e)})"
+            _BROKEN[q.device.type] = f"torch.compile of FlexAttention failed ({one_line(e)})"
             _warn_once(_BROKEN[q.device.type])
             y = None
         if y is not None:
             return y, None
     return native()
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 # ----------------------------------------------------------------------------- running flex

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnbench.registry import AttnbenchError
+from attnbench.registry import AttnbenchError, one_line
 from attnbench.report import Run, aggregate, collect
 from attnbench.study.base import Results, Sweep
 from attnbench.study.plugin import Study
@@ -103,11 +103,6 @@ def cached_run_metrics(study: Study, run: Run) -> dict[str, float]:
     return metrics
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
-
-
 def jobs_since(sweep_dir: Path, started: float) -> set[Path]:
     """The job directories a multirun started at ``started`` ran (or skipped as done): Hydra
     rewrites each job's .hydra/ when the job starts. Folders of earlier calls with other
@@ -143,7 +138,7 @@ def sweep_results(
                 {
                     "status": "analysis failed",
                     "run": f"{sweep.name}/{run.directory}",
-                    "reason": _one_line(e),
+                    "reason": one_line(e),
                 }
             )
             continue

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from attnbench.bench.config import _one_line
+from attnbench import registry
 from attnbench.nn.ctx import Ctx
 
 
@@ -89,7 +89,7 @@ def peak_bytes(fn: Callable[[], None], device: torch.device) -> float:
     try:
         return cpu_peak_bytes(fn)
     except Exception as e:  # the profiler's event tree is not a stable API; time still counts
-        print(f"peak memory not measured: {_one_line(e)}", file=sys.stderr)
+        print(f"peak memory not measured: {registry.one_line(e)}", file=sys.stderr)
         return math.nan
 
 

@@ -23,15 +23,21 @@ def test_wheel_in_fresh_venv_runs_from_any_directory(tmp_path):
     )
     assert build.returncode == 0, build.stderr[-3000:]
     [wheel] = wheels.glob("attnbench-*.whl")
-    # every module of the source tree ships (pyproject lists the packages one by one)
+    # the wheel ships every module of the source tree (pyproject lists the packages one by
+    # one) and nothing else (a stale build/ folder would add modules deleted since)
+    installed_as = {
+        "attnbench": "attnbench",
+        "plugins": "attnbench/plugins",
+        "conf": "attnbench/conf",
+    }
     source = {
-        f"attnbench/{p.relative_to(REPO / 'attnbench')}" for p in (REPO / "attnbench").rglob("*.py")
+        f"{package}/{p.relative_to(REPO / top)}"
+        for top, package in installed_as.items()
+        for p in (REPO / top).rglob("*.py")
     }
-    source |= {
-        f"attnbench/plugins/{p.relative_to(REPO / 'plugins')}"
-        for p in (REPO / "plugins").rglob("*.py")
-    }
-    missing = source - set(zipfile.ZipFile(wheel).namelist())
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
+    assert not shipped - source, f"the wheel ships modules not in the source: {shipped - source}"
+    missing = source - shipped
     assert not missing, f"pyproject.toml's packages leave out {sorted(missing)[:5]}"
 
     venv = tmp_path / "venv"

@@ -98,11 +98,6 @@ def regression(**params):
     return task
 
 
-def test_regression_conforms_with_average_pooling():
-    # the checker's stand-in backbone has no attention layer: pooling=attention refuses it
-    assert_conforms("task", "regression", pooling="average")
-
-
 def test_the_toy_data():
     task = regression(data_seed=3, train_size=2000)
     x, y = task.points["train"]

@@ -40,7 +40,8 @@ class _SoftmaxAttention(Attention):
     supports_cross = True
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, ctx=None, need_weights=False):
-        w = torch.softmax(q @ k.transpose(1, 2) / self.d_model**0.5, dim=-1)  # (B, Nq, Nk)
+        # written out, not SDPA: the task may ask for the weights, which SDPA does not return
+        w = torch.softmax(q @ k.transpose(1, 2) / self.head_dim**0.5, dim=-1)  # (B, Nq, Nk)
         return w @ v, (w.unsqueeze(1) if need_weights else None)  # (B, Nq, d), (B, 1, Nq, Nk)
 
 

@@ -15,29 +15,41 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 
+# Every worker imports torch first and then waits for a common start time, so the timed
+# seconds overlap exactly: no worker gets a stretch of the machine to itself.
 WORKER = """
 import sys, time, torch
 torch.set_num_threads(1)
 a = torch.randn(256, 256)
-deadline = time.perf_counter() + float(sys.argv[1])
-n = 0
-while time.perf_counter() < deadline:
+start, seconds = float(sys.argv[1]), float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+deadline, n = time.time() + seconds, 0
+while time.time() < deadline:
     a @ a
     n += 1
-print(n / float(sys.argv[1]))
+print(n / seconds)
 """
 
 
 def rates(processes: int, seconds: float) -> list[float]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = str(time.time() + 3.0 + processes)  # after every worker has imported torch
+    command = [sys.executable, "-c", WORKER, start, str(seconds)]
     running = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(seconds)], stdout=subprocess.PIPE, text=True, env=env
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         for _ in range(processes)
     ]
-    return [float(p.communicate()[0]) for p in running]
+    found = []
+    for worker in running:
+        out, err = worker.communicate()
+        if worker.returncode != 0:
+            sys.exit(f"core_ceiling: a worker failed: {err.strip().splitlines()[-1:]}")
+        found.append(float(out))
+    return found
 
 
 def ceiling(processes: int = 2, seconds: float = 5.0) -> float:

@@ -162,15 +162,41 @@ TINY = textwrap.dedent("""
 """)
 
 
+# A Hydra callback that ends the whole multirun process once its first job has ended, as a
+# crash of the sweep process (killed, out of memory, a launcher error) would.
+STOPPER = textwrap.dedent("""
+    import os
+    from hydra.experimental.callback import Callback
+
+    class StopTheSweep(Callback):
+        def on_job_end(self, config, job_return, **kwargs):
+            os._exit(3)
+""")
+
+
 @pytest.fixture
 def tiny(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "tiny_study.py").write_text(TINY)
-    env = {**ENV, "ATTNBENCH_PLUGIN_PATH": str(plugins)}
+    (tmp_path / "stopper.py").write_text(STOPPER)
+    env = {**ENV, "ATTNBENCH_PLUGIN_PATH": str(plugins), "PYTHONPATH": str(tmp_path)}
     return lambda *args: cli(
         "study", "tiny", "--quick", "--out", str(tmp_path / "o"), *args, env=env
     )
+
+
+def test_a_sweep_that_stops_midway_withholds_the_verdict_until_a_rerun(tiny, tmp_path):
+    stopped = tiny("+hydra.callbacks.stop._target_=stopper.StopTheSweep")
+    assert stopped.returncode == 1
+    data = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert data["verdict"] == "inconclusive" and data["summary"].startswith("incomplete")
+    assert [f["status"] for f in data["failed"]][-1] == "not run"
+    assert "1 of its 2 jobs never started" in data["failed"][-1]["reason"]
+    finished = tiny()  # the same study again: the job that never ran runs now
+    again = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert finished.returncode == 1 and again["verdict"] == "supported"  # the rule's own
+    assert "not run" not in [f["status"] for f in again["failed"]]
 
 
 def test_a_failed_job_never_stops_the_study_and_the_report_lists_it(tiny, tmp_path):

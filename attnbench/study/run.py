@@ -24,6 +24,7 @@ from attnbench.report import Run, aggregate, collect
 from attnbench.study.base import Results, Sweep
 from attnbench.study.plugin import Study
 
+NOT_RUN = "not run"  # a sweep's jobs that never started: the study's verdict is withheld
 EXTRA_FILE = "study_metrics.json"  # a run's cached run_metrics(), beside its summary.json
 
 
@@ -65,6 +66,21 @@ def sweep_overrides(
         f"hydra.job.config.override_dirname.exclude_keys=[{hidden}]",
         f"hydra.sweep.dir='{quoted}'",
     ]
+
+
+def expected_jobs(args: list[str]) -> int | None:
+    """How many jobs a multirun of ``args`` launches: the product of the comma lists' lengths
+    (Hydra's basic sweep syntax); None when an override uses other sweep syntax (range(),
+    glob(), ...), so the count is unknown."""
+    count = 1
+    for arg in args:
+        key, value = override_key(arg), arg.partition("=")[2]
+        if key.startswith(("hydra.", "hydra/")) or "[" in value or "'" in value:
+            continue  # Hydra's own settings and list values are no sweeps
+        if "(" in value:
+            return None
+        count *= len(value.split(","))
+    return count
 
 
 def cuda_available() -> bool:
@@ -180,6 +196,17 @@ def run_study(study: Study, out: Path, quick: bool, seeds: int | None, user: lis
                 "error above); fix the override it names"
             )
         found = sweep_results(study, sweep, sweep_dir, jobs)
+        expected = expected_jobs(args)
+        if expected is not None and len(jobs) < expected:  # the multirun itself stopped
+            found.failed.append(
+                {
+                    "status": NOT_RUN,
+                    "run": sweep.name,
+                    "reason": f"{expected - len(jobs)} of its {expected} jobs never started "
+                    f"(the sweep stopped, exit {status}); run the same command again to run "
+                    "them (finished jobs are skipped)",
+                }
+            )
         counted |= jobs
         outcome.results.rows += found.rows
         outcome.results.failed += found.failed

@@ -69,17 +69,18 @@ def sweep_overrides(
 
 
 def expected_jobs(args: list[str]) -> int | None:
-    """How many jobs a multirun of ``args`` launches: the product of the comma lists' lengths
-    (Hydra's basic sweep syntax); None when an override uses other sweep syntax (range(),
-    glob(), ...), so the count is unknown."""
+    """How many jobs a multirun of ``args`` launches, read by Hydra's own override parser
+    (as its basic sweeper does): the product of the sweeps' lengths; None when a sweep
+    cannot be listed (glob(), an interval for a sweeper plugin)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     count = 1
-    for arg in args:
-        key, value = override_key(arg), arg.partition("=")[2]
-        if key.startswith(("hydra.", "hydra/")) or "[" in value or "'" in value:
-            continue  # Hydra's own settings and list values are no sweeps
-        if "(" in value:
-            return None
-        count *= len(value.split(","))
+    for override in OverridesParser.create().parse_overrides(args):
+        if override.is_sweep_override():
+            try:
+                count *= len(list(override.sweep_iterator()))
+            except Exception:  # glob() needs the config's choices, intervals are continuous
+                return None
     return count
 
 

@@ -134,7 +134,7 @@ def train_task(cfg) -> float | None:
     Alone, it exits at once (2 for bad input, 1 otherwise); in a sweep the other jobs go on
     and the sweep's end lists the failures (:class:`attnbench.sweep.SweepReport`)."""
     from attnbench.launch import apply_threads
-    from attnbench.train import one_line, record_failure, run
+    from attnbench.train import record_failure, run
 
     try:
         apply_threads(cfg)  # its share of the cores under a parallel launcher
@@ -146,10 +146,10 @@ def train_task(cfg) -> float | None:
         print(f"attnbench: error: {e}", file=sys.stderr)
         return None
     except Exception as e:  # a bug: alone, Hydra shows the traceback; a sweep goes on
-        record_failure(one_line(e))
+        record_failure(registry.one_line(e))
         if not _in_sweep():
             raise
-        print(f"attnbench: job failed: {one_line(e)}", file=sys.stderr)
+        print(f"attnbench: job failed: {registry.one_line(e)}", file=sys.stderr)
         return None
     _print_result(summary)
     if summary["status"] != "ok" and not _in_sweep():

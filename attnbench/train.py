@@ -9,7 +9,6 @@ import math
 import os
 import platform
 import resource
-import shutil
 import sys
 import time
 import warnings
@@ -21,19 +20,36 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from lightning_fabric.utilities.apply_func import apply_to_collection
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CUDAAccelerator
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from attnbench import config, registry
 from attnbench.builders import build_backbone, check_positions, refuse_unservable, selected
 from attnbench.callbacks import Diverged, LogHistory, PlainProgress, StopOnDivergence
+from attnbench.checkpoints import (
+    RecordConfig,
+    best_checkpoint,
+    best_epoch,
+    carry_log_history,
+    check_checkpoint_fits,
+    checked_checkpoint,
+    finished_summary,
+    job_config,
+    resumable_checkpoint,
+)
 from attnbench.data import batching
+from attnbench.distributed import (
+    DDP_ENV,
+    RefuseUnshardedData,
+    all_predictions,
+    all_processes_sum,
+    ddp_children_run_this_job,
+    end_ddp,
+    share_cpu_threads,
+)
 from attnbench.lit import LitModel, ReseedEachStep, RunStats, TaskData
-from attnbench.task import Network
 from attnbench.validate import check_metric_name, check_run_config
 
 # Lightning's advertising tip and a torch-version deprecation inside Lightning are noise in
@@ -44,11 +60,6 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 VERSIONED = ("attnbench", "torch", "pytorch-lightning", "hydra-core", "torchmetrics", "wandb")
-# Settings that change how a job is run, not what it computes: a finished job whose config
-# differs from this one only here is still done (skip_done), and its checkpoint resumes.
-VOLATILE_KEYS = ("ckpt_path", "skip_done")
-DONE = ("ok", "diverged")  # a failed job is run again
-CONFIG_KEY = "attnbench_config"  # the job's config, kept in its checkpoints
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -87,59 +98,6 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def checked_checkpoint(ckpt_path: Any) -> str | None:
-    """A local checkpoint file that loads with ``weights_only=True`` (no code runs from
-    it), or a one-line error naming the file. Checked before any data is loaded."""
-    if ckpt_path is None:
-        return None
-    path = str(ckpt_path)
-    if "://" in path:
-        raise registry.ConfigError(
-            f"ckpt_path={path}: only local checkpoint files are accepted (a remote one could "
-            "run code when loaded); download it and pass its path"
-        )
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise registry.ConfigError(
-            f"ckpt_path={path}: no such file; pass a run's checkpoints/last.ckpt"
-        )
-    if file.stat().st_size == 0:
-        raise registry.ConfigError(f"ckpt_path={path}: the file is empty")
-    try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, random bytes, or a pickle that wants to run code
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise registry.ConfigError(
-            f"ckpt_path={path}: not a loadable checkpoint ({type(e).__name__}: {reason})"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise registry.ConfigError(f"ckpt_path={path}: not a Lightning checkpoint (no state_dict)")
-    return str(file)
-
-
-def check_checkpoint_fits(ckpt_path: str, model: torch.nn.Module) -> None:
-    """The checkpoint's weights must have this model's names and shapes: resuming with
-    another configuration is one line naming the first difference, not a page of Lightning's
-    size-mismatch report."""
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
-    saved = Network.upgrade_keys(saved)  # as LitModel.on_load_checkpoint will
-    mine = model.state_dict()
-    for key, tensor in mine.items():
-        if key not in saved or saved[key].shape != tensor.shape:
-            found = tuple(saved[key].shape) if key in saved else "nothing"
-            raise registry.ConfigError(
-                f"ckpt_path={ckpt_path} does not fit this model: {key} is {found} there and "
-                f"{tuple(tensor.shape)} here; resume with the settings the run was trained "
-                "with (its .hydra/overrides.yaml)"
-            )
-    extra = sorted(set(saved) - set(mine))
-    if extra:
-        raise registry.ConfigError(
-            f"ckpt_path={ckpt_path} does not fit this model: it holds {extra[0]} (and "
-            f"{len(extra) - 1} more) that this model lacks; resume with the run's settings"
-        )
-
-
 def instantiate(node: Any, where: str, **kwargs: Any) -> Any:
     """hydra.utils.instantiate, with its failures as one line naming the config key and the
     cause (Hydra's own message says only "Error in call to target ...")."""
@@ -153,126 +111,11 @@ def instantiate(node: Any, where: str, **kwargs: Any) -> Any:
             root = root.__cause__ or root.__context__
         if isinstance(root, registry.AttnbenchError):
             raise root from None
-        raise registry.ConfigError(f"{where}: {one_line(root)}") from None
+        raise registry.ConfigError(f"{where}: {registry.one_line(root)}") from None
 
 
 def _number(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
-
-
-def job_config(cfg: DictConfig) -> dict[str, Any]:
-    """What a job computes: its composed config (interpolations unresolved, so a moved
-    sweep directory still matches) without Hydra's node and the volatile keys."""
-    values = OmegaConf.to_container(cfg, resolve=False)
-    for key in ("hydra", *VOLATILE_KEYS):
-        values.pop(key, None)
-    return values
-
-
-def finished_summary(out_dir: Path, job: dict[str, Any]) -> dict[str, Any] | None:
-    """The job's summary when it finished (ok or diverged) with this very config."""
-    try:
-        summary = json.loads((out_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if summary.get("status") in DONE and summary.get("config") == job:
-        return summary
-    return None
-
-
-def resumable_checkpoint(out_dir: Path, job: dict[str, Any]) -> str | None:
-    """The job's own ``checkpoints/last.ckpt`` when an interrupted run of this config left
-    one: a checkpoint of another config, or one cut short by a kill, starts afresh."""
-    path = out_dir / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True).get(CONFIG_KEY)
-    except Exception:  # a half-written file (killed while saving): train from the start
-        print(f"attnbench: {path} is unreadable; training from the start", file=sys.stderr)
-        return None
-    return str(path) if saved == job else None
-
-
-class RecordConfig(Callback):
-    """Keep the job's config in every checkpoint, so a re-run sweep knows which
-    checkpoint may be resumed."""
-
-    def __init__(self, job: dict[str, Any]):
-        self.job = job
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CONFIG_KEY] = self.job
-
-
-class RefuseUnshardedData(Callback):
-    """Under DDP each process must train on its own share of the data: a training loader
-    whose batch sampler does not shard itself (attnbench.data.batching) would have every
-    process repeat the whole epoch. Fail closed, with the fix."""
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
-        loader = trainer.train_dataloader
-        sampler = getattr(loader, "batch_sampler", None)
-        if trainer.world_size > 1 and not getattr(sampler, "shards_across_processes", False):
-            name = type(pl_module.task).__name__
-            raise registry.ConfigError(
-                f"the task {name} trains on data that cannot be split across "
-                f"{trainer.world_size} processes (its training DataLoader does not use "
-                "attnbench.data.batching's samplers); run it with trainer.devices=1"
-            )
-
-
-CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
-
-
-def child_argv(argv: list[str], job_overrides: list[str]) -> list[str]:
-    """A DDP child's command line for one job of a multirun: the primary config the sweep
-    was started with (``--config-dir D --config-name best``), the job's own overrides, and
-    ``hydra.mode=RUN`` (a preset such as hparams_search sets MULTIRUN: the child would
-    start a search of its own instead of joining this job)."""
-    flags, i = [], 1
-    while i < len(argv):
-        word = argv[i]
-        if word in CONFIG_FLAGS and i + 1 < len(argv):
-            flags += argv[i : i + 2]
-            i += 2
-            continue
-        if "=" in word and word.split("=", 1)[0] in CONFIG_FLAGS:
-            flags.append(word)
-        i += 1
-    return [argv[0], *flags, *job_overrides, "hydra.mode=RUN"]
-
-
-def ddp_children_run_this_job() -> None:
-    """Make Lightning's DDP re-launch (strategy=ddp starts ranks > 0 as
-    ``python <script> <sys.argv[1:]> hydra.run.dir=<hydra.run.dir>``) run this job.
-
-    In a multirun sys.argv holds the whole sweep (-m, comma lists) and hydra.run.dir is
-    not the job's directory, so each child would start a sweep of its own (the known
-    Hydra + DDP problem, Lightning issues #11300/#15689). The child gets this job's own
-    overrides and directory instead. We use strategy=ddp rather than ddp_spawn: ddp_spawn
-    pickles the task and its data into fresh processes for every fit/test/predict call
-    and loses the callbacks' state (throughput, log history) in the main process."""
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return
-    sys.argv = child_argv(sys.argv, list(hydra_cfg.overrides.task))
-    with read_write(hydra_cfg), open_dict(hydra_cfg):
-        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-
-
-def share_cpu_threads(trainer: pl.Trainer) -> None:
-    """CPU processes of one machine split its cores: each gets cores // processes torch
-    threads at most. Lightning does this only when OMP_NUM_THREADS is unset; with it set
-    (say to the core count), two processes run twice as many spinning OpenMP threads as
-    there are cores and every step waits on descheduled threads (task=image ran 26x slower
-    under DDP than alone)."""
-    if trainer.num_devices < 2 or isinstance(trainer.accelerator, CUDAAccelerator):
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    share = max(1, (cores or 1) // trainer.num_devices)
-    if torch.get_num_threads() > share:
-        torch.set_num_threads(share)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -292,23 +135,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         sys.argv = argv
         end_ddp(env)
         finish_wandb(failed)
-
-
-# What Lightning's DDP launcher puts in the environment of the process that launched it.
-DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
-def end_ddp(env: dict[str, str | None]) -> None:
-    """Leave no process group and no launcher settings behind: the next job of a sweep
-    run in this process starts its own DDP processes (Lightning would otherwise reuse the
-    finished job's group, whose other processes have exited)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    for key, value in env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
@@ -431,7 +257,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "plugins": {kind: {"name": name, **params} for kind, (name, params) in plugins.items()},
         "predictions": predictions,
         "tested": "best" if best else "last",
-        "best_epoch": _best_epoch(best),
+        "best_epoch": best_epoch(best),
         "params": sum(p.numel() for p in model.parameters()),
         "receptive_field": getattr(model.net.backbone, "receptive_field", None),
         **timing,
@@ -447,32 +273,6 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_json_atomic(out_dir / "summary.json", summary)
     return summary
-
-
-def all_processes_sum(trainer: pl.Trainer, value: float) -> float:
-    if trainer.world_size == 1:
-        return value
-    total = torch.tensor(float(value), device=trainer.strategy.root_device)
-    return float(trainer.strategy.reduce(total, reduce_op="sum"))
-
-
-def all_predictions(trainer: pl.Trainer, model: pl.LightningModule, loader) -> list[Any]:
-    """The predict outputs of every batch, in single-process order, on rank 0. Under DDP
-    each process predicts every world-th batch (batching.shard_batches): gather them and
-    interleave them back."""
-    outputs = trainer.predict(model, dataloaders=loader)
-    world = trainer.world_size
-    if world == 1:
-        return outputs
-    mine = apply_to_collection(outputs, torch.Tensor, lambda t: t.cpu())
-    gathered: list[Any] = [None] * world
-    torch.distributed.all_gather_object(gathered, mine)
-    return [batch for shard in zip(*gathered, strict=True) for batch in shard]
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def record_failure(reason: str) -> None:
@@ -506,31 +306,6 @@ def monitor_mode(metric: str, task) -> str:
     if metric == task.monitor:
         return task.mode
     return "min" if metric.endswith("loss") else "max"
-
-
-def best_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The best-validation checkpoint when a monitoring ModelCheckpoint was asked for
-    (callbacks=best_checkpoint), else None: test the last weights."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
-            return callback.best_model_path
-    return None
-
-
-def _best_epoch(path: str | None) -> int | None:
-    if not path:
-        return None
-    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-
-
-def carry_log_history(ckpt: Path, out_dir: Path) -> None:
-    """Resuming into a new directory from another run's checkpoint: start its CSV log from
-    the earlier run's (LogHistory then keeps the rows the checkpoint had seen)."""
-    earlier = ckpt.resolve().parent.parent / "csv" / "metrics.csv"
-    mine = out_dir / "csv" / "metrics.csv"
-    if earlier.is_file() and not mine.exists() and earlier.parent != mine.parent.resolve():
-        mine.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(earlier, mine)
 
 
 def finish_wandb(failed: bool) -> None:

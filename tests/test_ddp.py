@@ -199,7 +199,7 @@ def test_every_rank_stops_when_one_diverges():
 
 
 def test_a_ddp_child_keeps_the_primary_config_and_runs_one_job():
-    from attnbench.train import child_argv
+    from attnbench.distributed import child_argv
 
     argv = ["attnbench", "-m", "--config-dir", "sweep", "-cn=best", "trainer=ddp_cpu", "seed=1,2"]
     child = child_argv(argv, ["trainer=ddp_cpu", "seed=2"])
@@ -220,7 +220,7 @@ def test_a_ddp_child_of_a_search_composes_one_run_not_a_search():
     from hydra.types import RunMode
 
     from attnbench.config import register_resolvers, store_plugins
-    from attnbench.train import child_argv
+    from attnbench.distributed import child_argv
 
     store_plugins()
     register_resolvers()

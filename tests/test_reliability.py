@@ -178,7 +178,7 @@ def test_crafted_checkpoint_over_http_runs_no_code(tmp_path):
     ids=["missing", "empty", "random bytes"],
 )
 def test_bad_checkpoint_is_one_line_before_data_loads(content, expected, tmp_path):
-    from attnbench.train import checked_checkpoint
+    from attnbench.checkpoints import checked_checkpoint
 
     ckpt = tmp_path / "last.ckpt"
     if content is not None:
@@ -189,7 +189,7 @@ def test_bad_checkpoint_is_one_line_before_data_loads(content, expected, tmp_pat
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):
-    from attnbench.train import checked_checkpoint
+    from attnbench.checkpoints import checked_checkpoint
 
     run(compose([*SMALL, "trainer.max_epochs=1", "logger=none"], tmp_path / "run"))
     good = (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes()

@@ -5,7 +5,7 @@ directories the jobs wrote into :class:`Results`.
 Every sweep writes into the same folder on every call (``<out>/runs/<sweep>``, job folders
 named by Hydra from the job number and overrides), so re-running a study re-runs the same
 jobs there: the harness skips a job whose summary.json matches its config and resumes one
-that left a checkpoint (``skip_done``, attnbench.train).
+that left a checkpoint (``skip_done``, attnbench.checkpoints).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from attnbench.task import Network
 VOLATILE_KEYS = ("ckpt_path", "skip_done")
 DONE = ("ok", "diverged")  # a failed job is run again
 CONFIG_KEY = "attnbench_config"  # the job's config, kept in its checkpoints
+WALL_KEY = "attnbench_wall_seconds"  # the job's wall time up to the checkpoint
 
 
 def checked_checkpoint(ckpt_path: Any) -> str | None:
@@ -113,13 +115,25 @@ def resumable_checkpoint(out_dir: Path, job: dict[str, Any]) -> str | None:
 
 class RecordConfig(Callback):
     """Keep the job's config in every checkpoint, so a re-run sweep knows which
-    checkpoint may be resumed."""
+    checkpoint may be resumed, and the job's wall time so far, so a resumed job's summary
+    also counts the calls before it (up to their last checkpoint)."""
 
-    def __init__(self, job: dict[str, Any]):
-        self.job = job
+    def __init__(self, job: dict[str, Any], earlier_seconds: float = 0.0):
+        self.job, self.earlier_seconds = job, earlier_seconds
+        self.started = time.perf_counter()
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.job
+        checkpoint[WALL_KEY] = self.earlier_seconds + time.perf_counter() - self.started
+
+
+def earlier_wall_seconds(ckpt_path: str | None) -> float:
+    """The wall time the calls that wrote this checkpoint had spent (0 for none, or for a
+    checkpoint from before it was recorded)."""
+    if not ckpt_path:
+        return 0.0
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    return float(saved.get(WALL_KEY) or 0.0)
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:

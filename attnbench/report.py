@@ -3,7 +3,8 @@ several) into one table: a metric's mean ± std over the runs of each group (see
 parameter count and wall time per run. Runs that failed or diverged, jobs that left no
 summary (killed, never ran) and runs without a value for the metric are listed under it.
 --plot draws the groups; --html writes an offline page with the table, the plot, each run's
-learning curves and its attention maps.
+learning curves and its attention maps. A study's output directory (``attnbench study``)
+is reported as the study wrote it: its table, verdict and, with --html, its page.
 
     attnbench report multirun/2026-11-21 --metric test/acc --pivot model.name
     attnbench report multirun/2026-11-21 --group attention.window --plot window --html report.html
@@ -333,10 +334,42 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def refuse_options_for_a_study(args: argparse.Namespace) -> None:
+    """A study directory is reported as the study wrote it (its groups, metrics, figure and
+    results.json); regrouping it is a report of its runs."""
+    given = [
+        flag
+        for flag, value, default in (
+            ("--group", args.group, DEFAULT_GROUP),
+            ("--metric", args.metric, "test/acc"),
+            ("--pivot", args.pivot, ""),
+            ("--percent", args.percent, False),
+            ("--plot", args.plot, None),
+            ("--json", args.json, None),
+        )
+        if value != default
+    ]
+    if given:
+        where = args.paths[0]
+        raise ConfigError(
+            f"{where} is a study's output: it is reported as written (only --html applies), "
+            f"so {given[0]} does nothing there; to regroup its runs, run "
+            f"`attnbench report {where / 'runs'} {given[0]} ...`"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Prints the table; exit status 0 whenever it could report (failed runs included), a
     one-line ConfigError (exit 2) for a path with no run or a misspelled metric or field."""
     args = parser().parse_args(argv)
+    if len(args.paths) == 1 and (args.paths[0] / "results.json").is_file():
+        from attnbench.study.write import report_study, saved_study
+
+        study = saved_study(args.paths[0])
+        if study is not None:  # a study's output directory: its own table and verdict
+            refuse_options_for_a_study(args)
+            report_study(study, args.paths[0], args.html)
+            return
     group = [k.strip() for k in args.group.split(",") if k.strip()]
     if args.pivot and args.pivot not in group:
         raise ConfigError(

@@ -35,6 +35,7 @@ from attnbench.checkpoints import (
     carry_log_history,
     check_checkpoint_fits,
     checked_checkpoint,
+    earlier_wall_seconds,
     finished_summary,
     job_config,
     resumable_checkpoint,
@@ -176,6 +177,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     model = LitModel(task, backbone, OmegaConf.to_container(cfg.optim))
     if ckpt_path:
         check_checkpoint_fits(ckpt_path, model)
+    earlier = earlier_wall_seconds(ckpt_path)
     check_metric_name(cfg.optimized_metric, task)
     metric_name = cfg.optimized_metric or task.monitor
     config.RUN_MONITOR.update(monitor=metric_name, mode=monitor_mode(metric_name, task))
@@ -196,7 +198,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             save_on_train_epoch_end=True,
         ),
         ReseedEachStep(cfg.seed),
-        RecordConfig(job),
+        RecordConfig(job, earlier),
         RefuseUnshardedData(),
         StopOnDivergence(),
         LogHistory(),
@@ -261,7 +263,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         "params": sum(p.numel() for p in model.parameters()),
         "receptive_field": getattr(model.net.backbone, "receptive_field", None),
         **timing,
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": time.perf_counter() - start,  # this call
+        "earlier_wall_seconds": earlier,  # the calls this one resumed, to their checkpoint
         "peak_memory_mb": peak_memory_mb(model.device),
         "device": str(model.device),
         "seed": cfg.seed,

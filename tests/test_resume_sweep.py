@@ -82,6 +82,10 @@ def test_killed_sweep_rerun_equals_uninterrupted(tmp_path):
     assert rerun.stdout.count("finished already, skipped") == 1, rerun.stdout
     assert (jobs[0] / "summary.json").stat().st_mtime_ns == first_summary
     assert "Restoring states from the checkpoint" in rerun.stdout + rerun.stderr
+    # the resumed job's summary counts the killed call's time up to its checkpoint
+    assert json.loads((jobs[1] / "summary.json").read_text())["earlier_wall_seconds"] > 0
+    for job in _jobs(whole).values():
+        assert json.loads((job / "summary.json").read_text())["earlier_wall_seconds"] == 0
 
     assert list(_jobs(whole)) == list(_jobs(broken))
     for name, job in _jobs(whole).items():

@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import textwrap
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -129,13 +130,35 @@ def test_training_studies_leave_normal_run_dirs_that_report_reads(quick, tmp_pat
     assert summaries and all(json.loads(p.read_text())["status"] == "ok" for p in summaries)
     page = tmp_path / "r.html"
     group = "task.name,model.name,posenc.name"
-    done = cli("report", str(out), "--group", group, "--html", str(page), env=ENV)
+    runs = out / "runs"
+    done = cli("report", str(runs), "--group", group, "--html", str(page), env=ENV)
     assert done.returncode == 0, done.stderr
     assert page.is_file() and page.stat().st_size > 0
     data = json.loads((out / "results.json").read_text())
     groups = {json.dumps(r, sort_keys=True) for r in data["rows"] if r["metric"] == "test/acc"}
     table = [ln for ln in done.stdout.splitlines() if ln.startswith("|")][2:]
     assert len(table) == len(groups)
+
+
+def test_report_renders_a_study_as_it_was_written(quick, tmp_path):
+    """`attnbench report STUDY_DIR --html`: the study's claim, table and verdict, its own
+    figure; regrouping options point at its runs instead."""
+    name, out, done = quick
+    data = json.loads((out / "results.json").read_text())
+    page = tmp_path / "study.html"
+    shown = cli("report", str(out), "--html", str(page), env=ENV)
+    assert shown.returncode == 0, shown.stderr
+    assert f"Verdict: {data['verdict']}. {data['summary']}" in shown.stdout
+    table = [ln for ln in shown.stdout.splitlines() if ln.startswith("|")][2:]
+    stats = {"metric", "mean", "std", "n", "seeds", "values"}
+    groups = {tuple((k, str(v)) for k, v in r.items() if k not in stats) for r in data["rows"]}
+    assert len(table) == len(groups)  # one line per sweep and group, metrics side by side
+    html = page.read_text()
+    assert f"attnbench study {name}: {data['verdict']}" in html
+    assert html_escape(study_class(name).claim) in html and "<svg" in html
+    refused = cli("report", str(out), "--metric", "val/acc", env=ENV)
+    assert refused.returncode == 2 and "--metric does nothing" in refused.stderr
+    assert str(out / "runs") in refused.stderr
 
 
 # ----------------------------------------------------------------------------- a user's study
@@ -171,6 +194,11 @@ STOPPER = textwrap.dedent("""
     class StopTheSweep(Callback):
         def on_job_end(self, config, job_return, **kwargs):
             os._exit(3)
+
+    class KillTheLastJob(Callback):  # killed after Hydra wrote its .hydra/, as by kill -9
+        def on_job_start(self, config, **kwargs):
+            if config.hydra.job.num == 1:
+                os._exit(9)
 """)
 
 
@@ -197,6 +225,28 @@ def test_a_sweep_that_stops_midway_withholds_the_verdict_until_a_rerun(tiny, tmp
     again = json.loads((tmp_path / "o" / "results.json").read_text())
     assert finished.returncode == 1 and again["verdict"] == "supported"  # the rule's own
     assert "not run" not in [f["status"] for f in again["failed"]]
+
+
+def test_a_job_killed_midway_withholds_the_verdict_until_a_rerun(tiny, tmp_path):
+    """Every job started (none "not run"), but the last one died before its summary.json."""
+    killed = tiny("+hydra.callbacks.kill._target_=stopper.KillTheLastJob")
+    assert killed.returncode == 1
+    data = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert data["verdict"] == "inconclusive" and data["summary"].startswith("incomplete")
+    assert sorted(f["status"] for f in data["failed"]) == ["failed", "missing"]
+    tiny()  # the killed job runs now
+    again = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert again["verdict"] == "supported"
+    assert [f["status"] for f in again["failed"]] == ["failed"]
+
+
+def test_a_measuring_study_refuses_overrides_and_seeds(tmp_path):
+    for extra in (["--seeds", "2"], ["trainer.max_epochs=2"]):
+        done = cli("study", "complexity", "--quick", "--out", str(tmp_path), *extra, env=ENV)
+        assert done.returncode == 2, done.stderr
+        assert "measures instead of training" in done.stderr, done.stderr
+        assert extra[-1] in done.stderr
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_a_failed_job_never_stops_the_study_and_the_report_lists_it(tiny, tmp_path):
@@ -346,6 +396,15 @@ def test_positions_rule(sentiment, pos, agree, expected):
         "pos": {"none": 0.85, **dict.fromkeys(ENCS, pos)},
     }
     assert study_class("positions")().verdict(positions_results(acc, agree)).verdict == expected
+
+
+def test_positions_rule_is_inconclusive_without_an_encoding():
+    acc = {
+        "sentiment": {"none": 0.70, **dict.fromkeys(ENCS, 0.99)},
+        "pos": {"none": 0.85, **dict.fromkeys(ENCS[:-1], 0.95)},  # no relative on POS
+    }
+    found = study_class("positions")().verdict(positions_results(acc, 1.0))
+    assert found.verdict == "inconclusive" and "posenc=relative" in found.summary
 
 
 def complexity_results(slopes: dict[str, tuple[float, float]]) -> Results:

@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
             f"{bad[0]!r} is not an override; write key=value (e.g. trainer.max_epochs=2)"
         )
     from attnbench.study.base import Verdict
-    from attnbench.study.run import NOT_RUN, run_study
+    from attnbench.study.run import UNFINISHED, measures, run_study
     from attnbench.study.write import Written, write_outputs
 
     study = plugin.cls()
@@ -69,13 +69,14 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     outcome = run_study(study, out, args.quick, args.seeds, args.overrides)
     verdict = study.verdict(outcome.results)
-    if any(f["status"] == NOT_RUN for f in outcome.results.failed):
+    if any(f["status"] in UNFINISHED for f in outcome.results.failed):
         # a rule applied to part of the sweep is no finding: withhold it, say what it gave
         verdict = Verdict(
             "inconclusive",
             verdict.numbers,
-            f"incomplete: some jobs never ran (listed below); on the jobs that did, the rule "
-            f"gives {verdict.verdict} ({verdict.summary})",
+            f"incomplete: some jobs were stopped or never ran (listed below); run the same "
+            f"command again to finish them. On the jobs that did, the rule gives "
+            f"{verdict.verdict} ({verdict.summary})",
         )
     seeds = args.seeds or (study.quick_seeds if args.quick else study.seeds)
     written = Written(
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> int:
         commands=outcome.commands,
         command=shlex.join(["attnbench", "study", *argv]),
         quick=args.quick,
-        seeds=seeds,
+        seeds=0 if measures(study) else seeds,
         wall_seconds=time.perf_counter() - start,
         run_seconds=outcome.run_seconds,
     )

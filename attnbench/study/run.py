@@ -19,12 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnbench.registry import AttnbenchError, one_line
+from attnbench.registry import AttnbenchError, ConfigError, one_line
 from attnbench.report import Run, aggregate, collect
 from attnbench.study.base import Results, Sweep
 from attnbench.study.plugin import Study
 
-NOT_RUN = "not run"  # a sweep's jobs that never started: the study's verdict is withheld
+NOT_RUN = "not run"  # a sweep's jobs that never started
+# Jobs a re-run finishes (never started, or stopped before their summary.json: killed, out of
+# memory): while any is left the study's verdict is withheld. A job that failed with an error
+# recorded, or diverged, is a result the report lists, not a gap.
+UNFINISHED = (NOT_RUN, "missing")
 EXTRA_FILE = "study_metrics.json"  # a run's cached run_metrics(), beside its summary.json
 
 
@@ -168,11 +172,22 @@ def sweep_results(
     return Results(rows, failed)
 
 
+def measures(study: Study) -> bool:
+    """Whether the study measures (its own :meth:`Study.measure`) instead of sweeping."""
+    return type(study).measure is not Study.measure
+
+
 def run_study(study: Study, out: Path, quick: bool, seeds: int | None, user: list[str]) -> Outcome:
     """Run (or resume) every sweep of ``study`` under ``out/runs`` and gather the numbers.
     A sweep whose jobs fail still yields the others' rows; the failures are listed."""
     n_seeds = seeds or (study.quick_seeds if quick else study.seeds)
     gpu = cuda_available()
+    if measures(study) and (user or seeds is not None):
+        given = " ".join([*user, *([f"--seeds {seeds}"] if seeds is not None else [])])
+        raise ConfigError(
+            f"study {getattr(study, 'plugin_name', study)!r} measures instead of training "
+            f"(no sweep, no seeds): {given!r} would change nothing; run it without them"
+        )
     measured = study.measure(out, quick, "cuda" if gpu else "cpu")
     if measured is not None:
         return Outcome(measured, run_seconds=measured.seconds or 0.0)
@@ -216,12 +231,15 @@ def run_study(study: Study, out: Path, quick: bool, seeds: int | None, user: lis
 
 
 def run_seconds(jobs: set[Path]) -> float:
-    """The wall time of this call's jobs, each as recorded by the call that ran it (a job
-    skipped as done keeps its time; an earlier call's other jobs are not counted)."""
+    """The wall time of this call's jobs, each as its summary records it: the call that
+    finished it plus the calls it resumed (to their last checkpoint); a job skipped as done
+    keeps its time, and an earlier call's other jobs are not counted."""
     total = 0.0
     for path in (job / "summary.json" for job in jobs):
         try:
-            total += float(json.loads(path.read_text()).get("wall_seconds") or 0.0)
+            summary = json.loads(path.read_text())
+            total += float(summary.get("wall_seconds") or 0.0)
+            total += float(summary.get("earlier_wall_seconds") or 0.0)
         except (OSError, ValueError, TypeError):
             continue
     return total

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from attnbench.analysis.plot import save, svg_bytes
+from attnbench.registry import ConfigError
 from attnbench.report import collect, fmt, markdown
 from attnbench.study.base import Results, Verdict, is_rate
 from attnbench.study.figures import fields_of
@@ -30,7 +32,7 @@ class Written:
     commands: list[list[str]]
     command: str  # the study command as typed
     quick: bool
-    seeds: int
+    seeds: int  # 0 for a study that measures instead of training
     wall_seconds: float  # this call
     run_seconds: float  # the runs' own time, summed (earlier calls' included)
 
@@ -82,7 +84,8 @@ def markdown_report(w: Written, figure: bool) -> str:
         "",
         "## Setup",
         "",
-        f"Command: `{w.command}` ({w.seeds} seed(s){', --quick' if w.quick else ''}; "
+        f"Command: `{w.command}` ({f'{w.seeds} seed(s)' if w.seeds else 'a measurement'}"
+        f"{', --quick' if w.quick else ''}; "
         f"Python {platform.python_version()}, {platform.machine()}).",
         "",
     ]
@@ -114,7 +117,8 @@ def markdown_report(w: Written, figure: bool) -> str:
         "## Wall time",
         "",
         f"This call: {w.wall_seconds:.0f} s; the runs' (or the benchmark's) own wall time, "
-        f"summed over every call that ran them: {w.run_seconds:.0f} s.",
+        f"summed over every call that ran them (a resumed run's earlier calls counted to "
+        f"their last checkpoint): {w.run_seconds:.0f} s.",
         "",
     ]
     return "\n".join(lines)
@@ -147,6 +151,7 @@ def write_outputs(w: Written, out: Path) -> list[Path]:
         "failed": w.results.failed,
         "quick": w.quick,
         "seeds": w.seeds,
+        "percent": w.study.percent,
         "command": w.command,
         "sweeps": [" ".join(c) for c in w.commands],
         "wall_seconds": w.wall_seconds,
@@ -181,3 +186,45 @@ def write_html_page(w: Written, out: Path, path: Path, plot_svg: bytes | None) -
         runs=[(run.directory, run.path.parent, run.summary) for run in runs],
         metric="val/acc",
     )
+
+
+def saved_study(out: Path) -> Written | None:
+    """The study written to ``out`` (read back from its results.json), so ``attnbench
+    report`` can render it; None when ``out`` holds no study's results."""
+    path = out / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); run the study again") from None
+    if not isinstance(data, dict) or not {"study", "verdict", "rows"} <= data.keys():
+        return None
+    study = Study()  # the claim, rule and table format as written, with or without the plugin
+    study.claim, study.rule = data.get("claim", ""), data.get("rule", "")
+    study.percent = data.get("percent", True)
+    return Written(
+        name=data["study"],
+        study=study,
+        results=Results(data["rows"], data.get("failed", [])),
+        verdict=Verdict(data["verdict"], data.get("numbers") or {}, data.get("summary", "")),
+        commands=[line.split(" ") for line in data.get("sweeps", [])],
+        command=data.get("command", ""),
+        quick=bool(data.get("quick")),
+        seeds=int(data.get("seeds") or 0),
+        wall_seconds=float(data.get("wall_seconds") or 0.0),
+        run_seconds=float(data.get("run_seconds") or 0.0),
+    )
+
+
+def report_study(w: Written, out: Path, html: Path | None) -> None:
+    """``attnbench report STUDY_DIR [--html FILE]``: the study's table and verdict, and its
+    page (the figure it drew, every run's curves) when asked."""
+    header, body = table(w.results, w.study)
+    print(f"Study {w.name}: {w.study.claim}\n")
+    print(markdown(header, body) if body else "(no run gave a number)")
+    print(f"\nVerdict: {w.verdict.verdict}. {w.verdict.summary}")
+    if html is not None:
+        figure = out / f"{FIGURE}.svg"
+        write_html_page(w, out, html, figure.read_bytes() if figure.is_file() else None)
+        print(f"attnbench report: wrote {html}", file=sys.stderr)

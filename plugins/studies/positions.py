@@ -27,7 +27,8 @@ class Positions(Study):
         "encoding beats none when its mean test/acc exceeds none's by more than the two "
         "standard deviations together. Supported when equivariance holds and every encoding "
         "beats none on both tasks; refuted when equivariance fails or no encoding beats none "
-        "on either task; mixed otherwise (e.g. order matters on sentiment but hardly on POS)."
+        "on either task; mixed otherwise (e.g. order matters on sentiment but hardly on POS); "
+        "inconclusive when an encoding (none included) has no result on a task."
     )
     metrics = ("test/acc", "test/perm_agree", "test/perm_acc")
 
@@ -70,6 +71,8 @@ class Positions(Study):
             beaten[task] = []
             for enc in ENCODINGS:
                 s = results.stat("test/acc", sweep=task, posenc_name=enc)
+                if s.missing:
+                    return Verdict("inconclusive", numbers, f"no posenc={enc} result on {task}")
                 numbers[f"{task}: {enc} acc"] = f"{s.mean:.4f} ± {s.spread():.4f}"
                 if beats(s, none):
                     beaten[task].append(enc)

@@ -223,6 +223,7 @@ def aggregate(
         pooled[tuple(field(run.summary, k) for k in group)].append((run.summary, value))
     rows = []
     for key, members in sorted(pooled.items(), key=lambda kv: group_order(kv[0])):
+        members.sort(key=lambda member: seed_order(member[0].get("seed")))
         summaries = [s for s, _ in members]
         warn_if_mixed(dict(zip(group, key)), summaries)
         mean, std = mean_std([v for _, v in members])
@@ -232,7 +233,8 @@ def aggregate(
                 "n": len(members),
                 "mean": mean,
                 "std": std,
-                "seeds": sorted((s.get("seed") for s in summaries), key=seed_order),
+                "seeds": [s.get("seed") for s in summaries],
+                "values": [v for _, v in members],  # one per seed, in that order
                 "params": typical([s.get("params") for s in summaries], statistics.median),
                 "wall_s": typical([s.get("wall_seconds") for s in summaries], statistics.fmean),
             }

@@ -40,6 +40,7 @@ def test_groups_pool_seeds_and_give_mean_and_sample_std(tmp_path, capsys):
     assert rows["rnn"]["mean"] == pytest.approx(statistics.fmean(accs["rnn"]))
     assert rows["rnn"]["std"] == pytest.approx(statistics.stdev(accs["rnn"]))
     assert rows["rnn"]["seeds"] == [0, 1, 2]
+    assert rows["rnn"]["values"] == accs["rnn"]  # each seed's own value, in seed order
     table = capsys.readouterr().out
     assert "| pos | ud_ewt | rnn | 0.930 ± 0.036 | 3 |" in table
 

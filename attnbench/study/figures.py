@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def fields_of(row: dict[str, Any]) -> list[str]:
     """A row's group fields (everything but the sweep, metric and the numbers)."""
-    numbers = {"sweep", "metric", "n", "mean", "std", "seeds", "params", "wall_s"}
+    numbers = {"sweep", "metric", "n", "mean", "std", "seeds", "values", "params", "wall_s"}
     return [k for k in row if k not in numbers]
 
 

@@ -461,3 +461,18 @@ def test_list_shows_studies_with_their_claim():
     rows = {line.split()[1]: line for line in listed.stdout.splitlines() if line.strip()}
     assert "positions" in rows and "permutation-equivariant" in rows["positions"]
     assert all(line.split()[0] == "study" for line in rows.values())
+
+
+def test_run_seconds_count_the_calls_a_resumed_job_took(tmp_path):
+    """A resumed job's earlier calls count (earlier_wall_seconds); a summary written before
+    that was recorded falls back to its training time, which survives resumes."""
+    from attnbench.study.run import run_seconds
+
+    jobs = {"resumed": (10.0, 5.0, 12.0), "legacy": (3.0, None, 20.0), "plain": (7.0, 0.0, 6.0)}
+    for name, (wall, earlier, train) in jobs.items():
+        (tmp_path / name).mkdir()
+        summary = {"wall_seconds": wall, "train_seconds": train}
+        if earlier is not None:
+            summary["earlier_wall_seconds"] = earlier
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    assert run_seconds({tmp_path / name for name in jobs}) == 15.0 + 20.0 + 7.0

@@ -238,8 +238,11 @@ def run_seconds(jobs: set[Path]) -> float:
     for path in (job / "summary.json" for job in jobs):
         try:
             summary = json.loads(path.read_text())
-            total += float(summary.get("wall_seconds") or 0.0)
-            total += float(summary.get("earlier_wall_seconds") or 0.0)
+            wall = float(summary.get("wall_seconds") or 0.0)
+            wall += float(summary.get("earlier_wall_seconds") or 0.0)
+            # training time survives resumes in every summary (RunStats is checkpointed):
+            # the floor for one written before earlier_wall_seconds was recorded
+            total += max(wall, float(summary.get("train_seconds") or 0.0))
         except (OSError, ValueError, TypeError):
             continue
     return total

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 from conftest import assert_study_outputs, cli, quick_study
@@ -353,3 +354,15 @@ def test_a_rerun_of_the_measuring_study_reuses_its_measurements(quick):
     assert again.returncode == 0, again.stderr[-2000:]
     after = (cache.stat().st_mtime_ns, json.loads((out / "results.json").read_text())["rows"])
     assert after == before
+
+
+def test_a_failing_benchmark_stops_the_measuring_study_with_one_line(tmp_path, monkeypatch):
+    import subprocess
+
+    complexity = study("complexity")
+    module = sys.modules[type(complexity).__module__]
+    failed = subprocess.CompletedProcess([], returncode=3)
+    monkeypatch.setattr(module.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(registry.AttnbenchError, match=r"benchmark stopped \(exit 3"):
+        complexity.measure(tmp_path, True, "cpu")
+    assert not (tmp_path / "bench" / "args.json").exists()  # nothing recorded as done

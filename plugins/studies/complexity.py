@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from attnbench import register
+from attnbench.registry import AttnbenchError
 from attnbench.study import Results, Study, Verdict
 
 # variant -> exponent of N in time per layer (Vaswani Table 1: n²·d self-attention, r·n·d
@@ -100,7 +101,12 @@ class Complexity(Study):
         if not (done and (bench_dir / "attention.csv").is_file()):  # resumable: reuse a run
             print(f"attnbench study: attnbench {' '.join(args)}", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "attnbench", *args], check=True)
+            done = subprocess.run([sys.executable, "-m", "attnbench", *args], check=False)
+            if done.returncode:
+                raise AttnbenchError(
+                    f"the attention benchmark stopped (exit {done.returncode}, its error is "
+                    "above); the study wrote no report: fix that and run it again"
+                )
             seconds = time.perf_counter() - start
             stamp.write_text(json.dumps({"args": args, "seconds": seconds}))
         results = self.read(bench_dir / "attention.csv", settings["fit_from"])

@@ -115,12 +115,11 @@ def resumable_checkpoint(out_dir: Path, job: dict[str, Any]) -> str | None:
 
 class RecordConfig(Callback):
     """Keep the job's config in every checkpoint, so a re-run sweep knows which
-    checkpoint may be resumed, and the job's wall time so far, so a resumed job's summary
-    also counts the calls before it (up to their last checkpoint)."""
+    checkpoint may be resumed, and the job's wall time so far (from ``started``, the
+    call's start), so a resumed job's summary also counts the calls before it."""
 
-    def __init__(self, job: dict[str, Any], earlier_seconds: float = 0.0):
-        self.job, self.earlier_seconds = job, earlier_seconds
-        self.started = time.perf_counter()
+    def __init__(self, job: dict[str, Any], earlier_seconds: float, started: float):
+        self.job, self.earlier_seconds, self.started = job, earlier_seconds, started
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.job
@@ -128,12 +127,22 @@ class RecordConfig(Callback):
 
 
 def earlier_wall_seconds(ckpt_path: str | None) -> float:
-    """The wall time the calls that wrote this checkpoint had spent (0 for none, or for a
-    checkpoint from before it was recorded)."""
+    """The wall time the interrupted calls that wrote this checkpoint spent, up to it: 0
+    without a checkpoint, for one from before this was recorded, and for one of a run
+    that finished (its summary.json counts that time; fine-tuning from it starts anew)."""
     if not ckpt_path:
+        return 0.0
+    if finished_summary_status(Path(ckpt_path).resolve().parent.parent) in DONE:
         return 0.0
     saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     return float(saved.get(WALL_KEY) or 0.0)
+
+
+def finished_summary_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -146,6 +155,7 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
 
 
 def best_epoch(path: str | None) -> int | None:
+    """The epoch a checkpoint was saved at (the best one, for the summary)."""
     if not path:
         return None
     return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])

@@ -107,6 +107,7 @@ def end_ddp(env: dict[str, str | None]) -> None:
 
 
 def all_processes_sum(trainer: pl.Trainer, value: float) -> float:
+    """The sum of each process's ``value`` (a count of its share of the samples)."""
     if trainer.world_size == 1:
         return value
     total = torch.tensor(float(value), device=trainer.strategy.root_device)

@@ -200,6 +200,12 @@ def typical(values: list[Any], how: Any) -> float:
     return how(numbers) if numbers else math.nan
 
 
+def run_wall_seconds(summary: dict[str, Any]) -> float | None:
+    """A run's wall time, with the interrupted calls it resumed (to their checkpoint)."""
+    wall = finite(summary.get("wall_seconds"))
+    return None if wall is None else wall + (finite(summary.get("earlier_wall_seconds")) or 0.0)
+
+
 def aggregate(
     runs: list[Run], metric: str, group: list[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -236,7 +242,7 @@ def aggregate(
                 "seeds": [s.get("seed") for s in summaries],
                 "values": [v for _, v in members],  # one per seed, in that order
                 "params": typical([s.get("params") for s in summaries], statistics.median),
-                "wall_s": typical([s.get("wall_seconds") for s in summaries], statistics.fmean),
+                "wall_s": typical([run_wall_seconds(s) for s in summaries], statistics.fmean),
             }
         )
     return rows, sorted(no_value, key=natural)
@@ -339,24 +345,23 @@ def parser() -> argparse.ArgumentParser:
 def refuse_options_for_a_study(args: argparse.Namespace) -> None:
     """A study directory is reported as the study wrote it (its groups, metrics, figure and
     results.json); regrouping it is a report of its runs."""
+    defaults = parser()
     given = [
         flag
-        for flag, value, default in (
-            ("--group", args.group, DEFAULT_GROUP),
-            ("--metric", args.metric, "test/acc"),
-            ("--pivot", args.pivot, ""),
-            ("--percent", args.percent, False),
-            ("--plot", args.plot, None),
-            ("--json", args.json, None),
-        )
-        if value != default
+        for flag in ("--group", "--metric", "--pivot", "--percent", "--plot", "--json")
+        if getattr(args, flag[2:]) != defaults.get_default(flag[2:])
     ]
     if given:
         where = args.paths[0]
+        runs = where / "runs"
+        fix = (
+            f"to regroup its runs, run `attnbench report {runs} {given[0]} ...`"
+            if runs.is_dir()
+            else "its run directories are not here"
+        )
         raise ConfigError(
             f"{where} is a study's output: it is reported as written (only --html applies), "
-            f"so {given[0]} does nothing there; to regroup its runs, run "
-            f"`attnbench report {where / 'runs'} {given[0]} ...`"
+            f"so {given[0]} does nothing there; {fix}"
         )
 
 

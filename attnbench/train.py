@@ -198,7 +198,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             save_on_train_epoch_end=True,
         ),
         ReseedEachStep(cfg.seed),
-        RecordConfig(job, earlier),
+        RecordConfig(job, earlier, started=start),
         RefuseUnshardedData(),
         StopOnDivergence(),
         LogHistory(),

@@ -60,17 +60,19 @@ def test_resumed_run_keeps_the_whole_csv_history(tmp_path):
     assert _rows(part) == _rows(tmp_path / "straight")  # every row once, none lost
     assert resumed["metrics"] == pytest.approx(straight["metrics"])
     assert len(resumed["epoch_seconds"]) == 3  # the summary covers the whole run
+    assert resumed["earlier_wall_seconds"] > 0  # and the crashed call's time to its checkpoint
 
 
 def test_resume_into_a_new_directory_carries_the_history(tmp_path):
     first = tmp_path / "first"
     run(compose([*SMALL, "trainer.max_epochs=1"], first))
     second = tmp_path / "second"
-    run(
+    continued = run(
         compose(
             [*SMALL, "trainer.max_epochs=2", f"ckpt_path={first}/checkpoints/last.ckpt"], second
         )
     )
+    assert continued["earlier_wall_seconds"] == 0  # the finished first run's summary has it
     straight = tmp_path / "straight"
     run(compose([*SMALL, "trainer.max_epochs=2"], straight))
     assert _rows(second) == _rows(straight)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import textwrap
 from html import escape as html_escape
@@ -16,7 +17,9 @@ import pytest
 from conftest import assert_study_outputs, cli, quick_study
 
 from attnbench import registry
+from attnbench.analysis.report_html import data_uri
 from attnbench.study import VERDICTS, Results, Sweep, Verdict, beats, stat_of
+from attnbench.study.figures import fields_of
 from attnbench.study.run import sweep_overrides
 
 BUILT_IN = ("complexity", "context", "positions")
@@ -150,15 +153,16 @@ def test_report_renders_a_study_as_it_was_written(quick, tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert f"Verdict: {data['verdict']}. {data['summary']}" in shown.stdout
     table = [ln for ln in shown.stdout.splitlines() if ln.startswith("|")][2:]
-    stats = {"metric", "mean", "std", "n", "seeds", "values"}
-    groups = {tuple((k, str(v)) for k, v in r.items() if k not in stats) for r in data["rows"]}
+    groups = {(r["sweep"], *(str(r[f]) for f in fields_of(r))) for r in data["rows"]}
     assert len(table) == len(groups)  # one line per sweep and group, metrics side by side
     html = page.read_text()
     assert f"attnbench study {name}: {data['verdict']}" in html
-    assert html_escape(study_class(name).claim) in html and "<svg" in html
+    assert html_escape(study_class(name).claim) in html
+    assert data_uri((out / "figure.svg").read_bytes()) in html  # the study's own figure
     refused = cli("report", str(out), "--metric", "val/acc", env=ENV)
     assert refused.returncode == 2 and "--metric does nothing" in refused.stderr
-    assert str(out / "runs") in refused.stderr
+    runs = out / "runs"
+    assert (str(runs) if runs.is_dir() else "its run directories are not here") in refused.stderr
 
 
 # ----------------------------------------------------------------------------- a user's study
@@ -240,12 +244,35 @@ def test_a_job_killed_midway_withholds_the_verdict_until_a_rerun(tiny, tmp_path)
     assert [f["status"] for f in again["failed"]] == ["failed"]
 
 
+def test_report_reads_a_results_json_that_is_no_study_as_runs(tmp_path):
+    """A run directory that happens to hold some other results.json is reported as a run."""
+    plugins = {"task": {"name": "pos", "dataset": "ud"}, "model": {"name": "rnn"}}
+    summary = {"status": "ok", "metrics": {"test/acc": 0.5}, "seed": 1, "plugins": plugins}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    for text in ("{not json", json.dumps({"accuracy": 0.9})):
+        (tmp_path / "results.json").write_text(text)
+        done = cli("report", str(tmp_path), env=ENV)
+        assert done.returncode == 0, done.stderr
+        assert "0.500" in done.stdout and "Verdict" not in done.stdout
+
+
+def test_report_warns_when_a_studys_runs_are_newer_than_its_report(tiny, tmp_path):
+    tiny()
+    out = tmp_path / "o"
+    assert "newer than this report" not in cli("report", str(out), env=ENV).stderr
+    later = next((out / "runs").rglob("summary.json"))
+    os.utime(later, (later.stat().st_atime, later.stat().st_mtime + 60))
+    shown = cli("report", str(out), env=ENV)
+    assert shown.returncode == 0 and "1 run(s)" in shown.stderr
+    assert "newer than this report" in shown.stderr
+
+
 def test_a_measuring_study_refuses_overrides_and_seeds(tmp_path):
     for extra in (["--seeds", "2"], ["trainer.max_epochs=2"]):
         done = cli("study", "complexity", "--quick", "--out", str(tmp_path), *extra, env=ENV)
         assert done.returncode == 2, done.stderr
         assert "measures instead of training" in done.stderr, done.stderr
-        assert extra[-1] in done.stderr
+        assert " ".join(extra) in done.stderr
     assert not (tmp_path / "results.json").exists()
 
 
@@ -404,7 +431,10 @@ def test_positions_rule_is_inconclusive_without_an_encoding():
         "pos": {"none": 0.85, **dict.fromkeys(ENCS[:-1], 0.95)},  # no relative on POS
     }
     found = study_class("positions")().verdict(positions_results(acc, 1.0))
-    assert found.verdict == "inconclusive" and "posenc=relative" in found.summary
+    assert found.verdict == "inconclusive" and "posenc=relative on pos" in found.summary
+    assert found.numbers["pos: rope acc"].startswith("0.95")  # the other numbers still shown
+    not_equivariant = study_class("positions")().verdict(positions_results(acc, 0.5))
+    assert not_equivariant.verdict == "refuted"  # settled without the missing runs
 
 
 def complexity_results(slopes: dict[str, tuple[float, float]]) -> Results:

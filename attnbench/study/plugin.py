@@ -40,7 +40,8 @@ class Study:
     # -- or a measurement (no training)
     def measure(self, out: Path, quick: bool, device: str) -> Results | None:
         """A study that measures instead of training: write what it needs under ``out`` and
-        return its rows. None (the default) means the study trains through :meth:`sweeps`."""
+        return its rows. A study that overrides this is a measuring study (it takes no
+        overrides or --seeds); the default, None, means it trains through :meth:`sweeps`."""
         return None
 
     def setup(self, quick: bool) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench.registry import AttnbenchError, ConfigError, one_line
-from attnbench.report import Run, aggregate, collect
+from attnbench.report import Run, aggregate, collect, run_wall_seconds
 from attnbench.study.base import Results, Sweep
 from attnbench.study.plugin import Study
 
@@ -238,8 +238,7 @@ def run_seconds(jobs: set[Path]) -> float:
     for path in (job / "summary.json" for job in jobs):
         try:
             summary = json.loads(path.read_text())
-            wall = float(summary.get("wall_seconds") or 0.0)
-            wall += float(summary.get("earlier_wall_seconds") or 0.0)
+            wall = run_wall_seconds(summary) or 0.0
             # training time survives resumes in every summary (RunStats is checkpointed):
             # the floor for one written before earlier_wall_seconds was recorded
             total += max(wall, float(summary.get("train_seconds") or 0.0))

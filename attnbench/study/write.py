@@ -192,21 +192,27 @@ def saved_study(out: Path) -> Written | None:
     """The study written to ``out`` (read back from its results.json), so ``attnbench
     report`` can render it; None when ``out`` holds no study's results."""
     path = out / "results.json"
-    if not path.is_file():
-        return None
     try:
         data = json.loads(path.read_text())
-    except ValueError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e}); run the study again") from None
+    except (OSError, ValueError):
+        return None  # not a study's file (or none): reported as runs
     if not isinstance(data, dict) or not {"study", "verdict", "rows"} <= data.keys():
         return None
+    rows = data["rows"]
+    needed = ("sweep", "metric", "n", "mean")
+    bad = [k for r in rows for k in needed if not isinstance(r, dict) or k not in r][:1]
+    if not isinstance(rows, list) or bad:
+        raise ConfigError(f"{path}: a row lacks {bad[0] if bad else 'rows'}; run the study again")
+    for row in rows:  # strict JSON wrote NaN as null
+        row["mean"] = math.nan if row["mean"] is None else row["mean"]
+        row["std"] = math.nan if row.get("std") is None else row["std"]
     study = Study()  # the claim, rule and table format as written, with or without the plugin
     study.claim, study.rule = data.get("claim", ""), data.get("rule", "")
-    study.percent = data.get("percent", True)
+    study.percent = data.get("percent", registered_percent(data["study"]))
     return Written(
         name=data["study"],
         study=study,
-        results=Results(data["rows"], data.get("failed", [])),
+        results=Results(rows, data.get("failed", [])),
         verdict=Verdict(data["verdict"], data.get("numbers") or {}, data.get("summary", "")),
         commands=[line.split(" ") for line in data.get("sweeps", [])],
         command=data.get("command", ""),
@@ -217,10 +223,35 @@ def saved_study(out: Path) -> Written | None:
     )
 
 
+def registered_percent(name: str) -> bool:
+    """Whether the study plugin shows rates x100 (results.json written before it recorded
+    that); True, the default, when the plugin is not installed here."""
+    from attnbench import registry
+
+    try:
+        return bool(registry.get("study", name).cls.percent)
+    except registry.AttnbenchError:
+        return True
+
+
+def newer_runs(out: Path) -> list[Path]:
+    """Run summaries written after the study's results.json: a later call that stopped
+    before writing its report."""
+    written = (out / "results.json").stat().st_mtime
+    return [p for p in (out / "runs").rglob("summary.json") if p.stat().st_mtime > written]
+
+
 def report_study(w: Written, out: Path, html: Path | None) -> None:
     """``attnbench report STUDY_DIR [--html FILE]``: the study's table and verdict, and its
     page (the figure it drew, every run's curves) when asked."""
     header, body = table(w.results, w.study)
+    stale = newer_runs(out)
+    if stale:
+        print(
+            f"attnbench report: {len(stale)} run(s) under {out / 'runs'} are newer than this "
+            f"report (e.g. {stale[0].parent}); run the study again to include them",
+            file=sys.stderr,
+        )
     print(f"Study {w.name}: {w.study.claim}\n")
     print(markdown(header, body) if body else "(no run gave a number)")
     print(f"\nVerdict: {w.verdict.verdict}. {w.verdict.summary}")

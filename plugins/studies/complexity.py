@@ -101,10 +101,10 @@ class Complexity(Study):
         if not (done and (bench_dir / "attention.csv").is_file()):  # resumable: reuse a run
             print(f"attnbench study: attnbench {' '.join(args)}", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "attnbench", *args], check=False)
-            if done.returncode:
+            bench = subprocess.run([sys.executable, "-m", "attnbench", *args], check=False)
+            if bench.returncode:
                 raise AttnbenchError(
-                    f"the attention benchmark stopped (exit {done.returncode}, its error is "
+                    f"the attention benchmark stopped (exit {bench.returncode}, its error is "
                     "above); the study wrote no report: fix that and run it again"
                 )
             seconds = time.perf_counter() - start

@@ -28,7 +28,8 @@ class Positions(Study):
         "standard deviations together. Supported when equivariance holds and every encoding "
         "beats none on both tasks; refuted when equivariance fails or no encoding beats none "
         "on either task; mixed otherwise (e.g. order matters on sentiment but hardly on POS); "
-        "inconclusive when an encoding (none included) has no result on a task."
+        "inconclusive when an encoding (none included) has no result on a task, unless "
+        "equivariance already fails."
     )
     metrics = ("test/acc", "test/perm_agree", "test/perm_acc")
 
@@ -59,12 +60,13 @@ class Positions(Study):
         return {"test/perm_agree": found["agree"], "test/perm_acc": found["acc"]}
 
     def verdict(self, results: Results) -> Verdict:
-        numbers, beaten, equivariant = {}, {}, True
+        numbers, beaten, equivariant, missing = {}, {}, True, []
         for task in TASKS:
             none = results.stat("test/acc", sweep=task, posenc_name="none")
             agree = results.stat("test/perm_agree", sweep=task, posenc_name="none")
             if none.missing or agree.missing:
-                return Verdict("inconclusive", numbers, f"no posenc=none result on {task}")
+                missing.append(f"posenc=none on {task}")
+                continue
             numbers[f"{task}: none acc"] = f"{none.mean:.4f} ± {none.spread():.4f}"
             numbers[f"{task}: none perm_agree"] = agree.mean
             equivariant &= agree.mean >= 0.99
@@ -72,7 +74,8 @@ class Positions(Study):
             for enc in ENCODINGS:
                 s = results.stat("test/acc", sweep=task, posenc_name=enc)
                 if s.missing:
-                    return Verdict("inconclusive", numbers, f"no posenc={enc} result on {task}")
+                    missing.append(f"posenc={enc} on {task}")
+                    continue
                 numbers[f"{task}: {enc} acc"] = f"{s.mean:.4f} ± {s.spread():.4f}"
                 if beats(s, none):
                     beaten[task].append(enc)
@@ -81,7 +84,11 @@ class Positions(Study):
             f"{t}: {', '.join(b) or 'none'} beat posenc=none" for t, b in beaten.items()
         )
         said = f"equivariance {'holds' if equivariant else 'fails'}; {said}"
-        if not equivariant or not any(beaten.values()):
+        if not equivariant:  # settled whatever the missing runs would show
+            return Verdict("refuted", numbers, said)
+        if missing:
+            return Verdict("inconclusive", numbers, f"no result for {', '.join(missing)}")
+        if not any(beaten.values()):
             return Verdict("refuted", numbers, said)
         if all(len(b) == len(ENCODINGS) for b in beaten.values()):
             return Verdict("supported", numbers, said)

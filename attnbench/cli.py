@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
 
             return download_main(argv)
         if verb == "report":
-            from attnbench.report import main as report_main
+            from attnbench.study.show import main as report_main
 
             return report_main(argv)
         if verb == "bench" and argv[:1] in (["startup"], ["throughput"], ["maps"], ["report"]):

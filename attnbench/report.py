@@ -342,41 +342,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def refuse_options_for_a_study(args: argparse.Namespace) -> None:
-    """A study directory is reported as the study wrote it (its groups, metrics, figure and
-    results.json); regrouping it is a report of its runs."""
-    defaults = parser()
-    given = [
-        flag
-        for flag in ("--group", "--metric", "--pivot", "--percent", "--plot", "--json")
-        if getattr(args, flag[2:]) != defaults.get_default(flag[2:])
-    ]
-    if given:
-        where = args.paths[0]
-        runs = where / "runs"
-        fix = (
-            f"to regroup its runs, run `attnbench report {runs} {given[0]} ...`"
-            if runs.is_dir()
-            else "its run directories are not here"
-        )
-        raise ConfigError(
-            f"{where} is a study's output: it is reported as written (only --html applies), "
-            f"so {given[0]} does nothing there; {fix}"
-        )
-
-
 def main(argv: list[str] | None = None) -> None:
     """Prints the table; exit status 0 whenever it could report (failed runs included), a
     one-line ConfigError (exit 2) for a path with no run or a misspelled metric or field."""
     args = parser().parse_args(argv)
-    if len(args.paths) == 1 and (args.paths[0] / "results.json").is_file():
-        from attnbench.study.write import report_study, saved_study
-
-        study = saved_study(args.paths[0])
-        if study is not None:  # a study's output directory: its own table and verdict
-            refuse_options_for_a_study(args)
-            report_study(study, args.paths[0], args.html)
-            return
     group = [k.strip() for k in args.group.split(",") if k.strip()]
     if args.pivot and args.pivot not in group:
         raise ConfigError(

@@ -130,7 +130,7 @@ def checked(checks: dict[str, bool], numbers: dict[str, Any], refuted: bool) -> 
     """The verdict of a rule made of named checks: supported when every check holds,
     refuted when ``refuted`` (the rule's own condition), mixed otherwise. The checks join
     the numbers; the summary names those that held and those that failed."""
-    said = "held: " + (", ".join(k for k, ok in checks.items() if ok) or "none")
-    said += "; failed: " + (", ".join(k for k, ok in checks.items() if not ok) or "none")
+    said = "held: " + (", ".join(k for k, ok in checks.items() if ok) or "nothing")
+    said += "; failed: " + (", ".join(k for k, ok in checks.items() if not ok) or "nothing")
     verdict = "supported" if all(checks.values()) else "refuted" if refuted else "mixed"
     return Verdict(verdict, {**numbers, **checks}, said)

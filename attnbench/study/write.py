@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import math
 import platform
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from attnbench.analysis.plot import save, svg_bytes
-from attnbench.registry import ConfigError
 from attnbench.report import collect, fmt, markdown
 from attnbench.study.base import Results, Verdict, is_rate
 from attnbench.study.figures import fields_of
@@ -186,76 +184,3 @@ def write_html_page(w: Written, out: Path, path: Path, plot_svg: bytes | None) -
         runs=[(run.directory, run.path.parent, run.summary) for run in runs],
         metric="val/acc",
     )
-
-
-def saved_study(out: Path) -> Written | None:
-    """The study written to ``out`` (read back from its results.json), so ``attnbench
-    report`` can render it; None when ``out`` holds no study's results."""
-    path = out / "results.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # not a study's file (or none): reported as runs
-    if not isinstance(data, dict) or not {"study", "verdict", "rows"} <= data.keys():
-        return None
-    rows = data["rows"]
-    needed = ("sweep", "metric", "n", "mean")
-    bad = [k for r in rows for k in needed if not isinstance(r, dict) or k not in r][:1]
-    if not isinstance(rows, list) or bad:
-        raise ConfigError(f"{path}: a row lacks {bad[0] if bad else 'rows'}; run the study again")
-    for row in rows:  # strict JSON wrote NaN as null
-        row["mean"] = math.nan if row["mean"] is None else row["mean"]
-        row["std"] = math.nan if row.get("std") is None else row["std"]
-    study = Study()  # the claim, rule and table format as written, with or without the plugin
-    study.claim, study.rule = data.get("claim", ""), data.get("rule", "")
-    study.percent = data.get("percent", registered_percent(data["study"]))
-    return Written(
-        name=data["study"],
-        study=study,
-        results=Results(rows, data.get("failed", [])),
-        verdict=Verdict(data["verdict"], data.get("numbers") or {}, data.get("summary", "")),
-        commands=[line.split(" ") for line in data.get("sweeps", [])],
-        command=data.get("command", ""),
-        quick=bool(data.get("quick")),
-        seeds=int(data.get("seeds") or 0),
-        wall_seconds=float(data.get("wall_seconds") or 0.0),
-        run_seconds=float(data.get("run_seconds") or 0.0),
-    )
-
-
-def registered_percent(name: str) -> bool:
-    """Whether the study plugin shows rates x100 (results.json written before it recorded
-    that); True, the default, when the plugin is not installed here."""
-    from attnbench import registry
-
-    try:
-        return bool(registry.get("study", name).cls.percent)
-    except registry.AttnbenchError:
-        return True
-
-
-def newer_runs(out: Path) -> list[Path]:
-    """Run summaries written after the study's results.json: a later call that stopped
-    before writing its report."""
-    written = (out / "results.json").stat().st_mtime
-    return [p for p in (out / "runs").rglob("summary.json") if p.stat().st_mtime > written]
-
-
-def report_study(w: Written, out: Path, html: Path | None) -> None:
-    """``attnbench report STUDY_DIR [--html FILE]``: the study's table and verdict, and its
-    page (the figure it drew, every run's curves) when asked."""
-    header, body = table(w.results, w.study)
-    stale = newer_runs(out)
-    if stale:
-        print(
-            f"attnbench report: {len(stale)} run(s) under {out / 'runs'} are newer than this "
-            f"report (e.g. {stale[0].parent}); run the study again to include them",
-            file=sys.stderr,
-        )
-    print(f"Study {w.name}: {w.study.claim}\n")
-    print(markdown(header, body) if body else "(no run gave a number)")
-    print(f"\nVerdict: {w.verdict.verdict}. {w.verdict.summary}")
-    if html is not None:
-        figure = out / f"{FIGURE}.svg"
-        write_html_page(w, out, html, figure.read_bytes() if figure.is_file() else None)
-        print(f"attnbench report: wrote {html}", file=sys.stderr)

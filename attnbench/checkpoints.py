@@ -56,12 +56,16 @@ def checked_checkpoint(ckpt_path: Any) -> str | None:
     return str(file)
 
 
-def check_checkpoint_fits(ckpt_path: str, model: torch.nn.Module) -> None:
+def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """A checked checkpoint's contents (tensors on the CPU, no code run)."""
+    return torch.load(ckpt_path, map_location="cpu", weights_only=True)
+
+
+def check_checkpoint_fits(ckpt_path: str, checkpoint: dict[str, Any], model) -> None:
     """The checkpoint's weights must have this model's names and shapes: resuming with
     another configuration is one line naming the first difference, not a page of Lightning's
     size-mismatch report."""
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
-    saved = Network.upgrade_keys(saved)  # as LitModel.on_load_checkpoint will
+    saved = Network.upgrade_keys(checkpoint["state_dict"])  # as LitModel.on_load_checkpoint will
     mine = model.state_dict()
     for key, tensor in mine.items():
         if key not in saved or saved[key].shape != tensor.shape:
@@ -126,16 +130,13 @@ class RecordConfig(Callback):
         checkpoint[WALL_KEY] = self.earlier_seconds + time.perf_counter() - self.started
 
 
-def earlier_wall_seconds(ckpt_path: str | None) -> float:
+def earlier_wall_seconds(ckpt_path: str, checkpoint: dict[str, Any]) -> float:
     """The wall time the interrupted calls that wrote this checkpoint spent, up to it: 0
-    without a checkpoint, for one from before this was recorded, and for one of a run
-    that finished (its summary.json counts that time; fine-tuning from it starts anew)."""
-    if not ckpt_path:
-        return 0.0
+    for one from before this was recorded, and for one of a run that finished (its
+    summary.json counts that time; fine-tuning from it starts anew)."""
     if finished_summary_status(Path(ckpt_path).resolve().parent.parent) in DONE:
         return 0.0
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    return float(saved.get(WALL_KEY) or 0.0)
+    return float(checkpoint.get(WALL_KEY) or 0.0)
 
 
 def finished_summary_status(run_dir: Path) -> str | None:

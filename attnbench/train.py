@@ -38,6 +38,7 @@ from attnbench.checkpoints import (
     earlier_wall_seconds,
     finished_summary,
     job_config,
+    load_checkpoint,
     resumable_checkpoint,
 )
 from attnbench.data import batching
@@ -175,9 +176,12 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("compile"):
         backbone.compile()  # in place: the state_dict keeps its keys, checkpoints load anywhere
     model = LitModel(task, backbone, OmegaConf.to_container(cfg.optim))
+    earlier = 0.0  # seconds the interrupted calls this one resumes had spent
     if ckpt_path:
-        check_checkpoint_fits(ckpt_path, model)
-    earlier = earlier_wall_seconds(ckpt_path)
+        checkpoint = load_checkpoint(ckpt_path)
+        check_checkpoint_fits(ckpt_path, checkpoint, model)
+        earlier = earlier_wall_seconds(ckpt_path, checkpoint)
+        del checkpoint  # Lightning loads it again for fit(); don't hold two copies
     check_metric_name(cfg.optimized_metric, task)
     metric_name = cfg.optimized_metric or task.monitor
     config.RUN_MONITOR.update(monitor=metric_name, mode=monitor_mode(metric_name, task))

@@ -256,6 +256,15 @@ def test_report_reads_a_results_json_that_is_no_study_as_runs(tmp_path):
         assert "0.500" in done.stdout and "Verdict" not in done.stdout
 
 
+def test_report_refuses_a_broken_study_file_in_one_line(tmp_path):
+    for rows in ([{"sweep": "s"}], "oops"):
+        broken = {"study": "x", "verdict": "mixed", "rows": rows}
+        (tmp_path / "results.json").write_text(json.dumps(broken))
+        done = cli("report", str(tmp_path), env=ENV)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "results.json: a row lacks" in done.stderr and "run the study again" in done.stderr
+
+
 def test_report_warns_when_a_studys_runs_are_newer_than_its_report(tiny, tmp_path):
     tiny()
     out = tmp_path / "o"

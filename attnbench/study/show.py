@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from attnbench import report
+from attnbench import registry, report
 from attnbench.registry import ConfigError
 from attnbench.study.base import Results, Verdict
 from attnbench.study.plugin import Study
@@ -62,11 +62,11 @@ def saved_study(out: Path) -> Written | None:
         return None  # not a study's file (or none): reported as runs
     if not isinstance(data, dict) or not {"study", "verdict", "rows"} <= data.keys():
         return None
-    rows = data["rows"]
+    rows = data["rows"] if isinstance(data["rows"], list) else [None]
     needed = ("sweep", "metric", "n", "mean")
     bad = [k for r in rows for k in needed if not isinstance(r, dict) or k not in r][:1]
-    if not isinstance(rows, list) or bad:
-        raise ConfigError(f"{path}: a row lacks {bad[0] if bad else 'rows'}; run the study again")
+    if bad:
+        raise ConfigError(f"{path}: a row lacks {bad[0]!r}; run the study again")
     for row in rows:  # strict JSON wrote NaN as null
         row["mean"] = math.nan if row["mean"] is None else row["mean"]
         row["std"] = math.nan if row.get("std") is None else row["std"]
@@ -90,8 +90,6 @@ def saved_study(out: Path) -> Written | None:
 def registered_percent(name: str) -> bool:
     """Whether the study plugin shows rates x100 (results.json written before it recorded
     that); True, the default, when the plugin is not installed here."""
-    from attnbench import registry
-
     try:
         return bool(registry.get("study", name).cls.percent)
     except registry.AttnbenchError:
